@@ -1,0 +1,40 @@
+"""sgdlab: online SGD in high dimension, on three engines that share one model definition.
+
+- ``Full()``: the d-dimensional simulation (JAX; vmap over seeds, lax.scan over steps);
+- ``Chain()``: the exact Markov chain of the Gram matrix, whose cost does not depend on d;
+- ``ODE()``: the deterministic limit of the order parameters, with the finite-d eta^2 term.
+
+>>> from sgdlab import Problem, Student, Training, run, Chain
+>>> res = run(Problem(d=1000, link="h3"), Student(activation="h3"),
+...           Training(lr=1e-3, steps=10_000, spherical=True), engine=Chain(), seeds=64)
+"""
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+from ._functions import Fn, hermite_coefficients, information_exponent, resolve_fn  # noqa: E402
+from .api import run  # noqa: E402
+from .engines import ODE, Chain, Full  # noqa: E402
+from .model import Model, Problem, Student, Training  # noqa: E402
+from .result import Result  # noqa: E402
+from .risk import population_risk  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ODE",
+    "Chain",
+    "Fn",
+    "Full",
+    "Model",
+    "Problem",
+    "Result",
+    "Student",
+    "Training",
+    "hermite_coefficients",
+    "information_exponent",
+    "population_risk",
+    "resolve_fn",
+    "run",
+]

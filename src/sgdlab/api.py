@@ -1,0 +1,75 @@
+"""``run``: one problem, one student, one training rule, on any engine."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .engines import Chain
+from .engines._driver import drive, seed_keys
+from .model import Model, Problem, Student, Training, _bad, _positive_int
+from .result import Result
+from .risk import risk_table
+
+__all__ = ["run"]
+
+
+def run(
+    problem: Problem,
+    student: Student,
+    training: Training,
+    *,
+    engine: Any = None,
+    seeds: int = 1,
+    seed: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> Result:
+    """Train ``student`` on ``problem`` with ``training`` on ``engine`` (default ``Chain()``).
+
+    ``seeds`` independent runs (vmapped) use the keys fold_in(key(seed), i), i < seeds.
+    ``progress(steps_done)`` is called between compiled chunks for long runs.
+    Every engine returns the same :class:`Result`.
+    """
+    engine = Chain() if engine is None else engine
+    if not hasattr(engine, "build") and not hasattr(engine, "solve"):
+        raise _bad("engine", engine, "Full(), Chain() or ODE()")
+    seeds = _positive_int("seeds", seeds)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise _bad("seed", seed, "a non-negative integer")
+    model = Model(problem, student, training)
+    model.check()
+    t0 = time.perf_counter()
+    if hasattr(engine, "solve"):  # deterministic engines
+        out = engine.solve(model, progress=progress)
+        labels = np.zeros(1, dtype=np.int64)
+    else:
+        out = drive(
+            engine.build(model),
+            seed_keys(seed, seeds),
+            steps=training.steps,
+            every=training.record_every,
+            threshold=training.escape_threshold,
+            progress=progress,
+        )
+        labels = np.arange(seeds, dtype=np.int64)
+    risk = np.asarray(risk_table(model, out["M"], out["Q"], out["a"]))
+    info = out.get("info", {})
+    return Result(
+        engine=engine.name,
+        d=problem.d,
+        batch=training.batch,
+        steps=out["steps"],
+        M=out["M"],
+        Q=out["Q"],
+        a=out["a"],
+        risk=risk,
+        escape_step=out["escape_step"],
+        diverged_step=out["diverged_step"],
+        seeds=labels,
+        trained_second_layer=student.trained,
+        wall_time=time.perf_counter() - t0,
+        info=info,
+    )

@@ -1,0 +1,137 @@
+"""The stochastic engines' common loop: vmap over seeds, nested lax.scan over steps.
+
+An engine supplies, per seed, ``init(key) -> state`` and ``step(state) -> state`` (a
+PyTree holding its parameters and PRNG key) plus three read-outs of a state: the escape
+statistic max_j |M_j0| / sqrt(Q_jj), a health flag (finite, Gram positive semi-definite)
+and the recorded order parameters (M, Q, a). The driver runs ``steps`` steps for all seeds
+at once: an outer scan over recording points, an inner scan over the steps between them,
+so nothing is stored over time but the order parameters, and no Python runs per step.
+Escape and divergence are checked after every step.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+__all__ = ["StochasticEngine", "drive", "seed_keys"]
+
+
+def seed_keys(seed: int, n: int) -> jax.Array:
+    """One independent key per seed index: fold_in(key(seed), i)."""
+    base = jax.random.key(seed)
+    return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(n))
+
+
+@dataclass(frozen=True)
+class StochasticEngine:
+    init: Callable[[jax.Array], Any]
+    step: Callable[[Any], Any]
+    escape_stat: Callable[[Any], jax.Array]
+    healthy: Callable[[Any], jax.Array]
+    observe: Callable[[Any], tuple[jax.Array, jax.Array, jax.Array]]
+
+
+def _one_step(engine: StochasticEngine, threshold: float, carry):
+    state, k, esc, div = carry
+    new = engine.step(state)
+    ok = engine.healthy(new) & (div < 0)
+    state = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, state)
+    k = k + 1
+    div = jnp.where((div < 0) & ~ok, k, div)
+    hit = ok & (esc < 0) & (engine.escape_stat(new) >= threshold)
+    esc = jnp.where(hit, k, esc)
+    return state, k, esc, div
+
+
+@partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _advance(engine: StochasticEngine, threshold: float, every: int, n_records: int, carry):
+    """Run ``n_records`` blocks of ``every`` steps for every seed; observe after each block."""
+    vstep = jax.vmap(partial(_one_step, engine, threshold))
+
+    def block(c, _):
+        c = lax.fori_loop(0, every, lambda _, cc: vstep(cc), c)
+        return c, jax.vmap(engine.observe)(c[0])
+
+    return lax.scan(block, carry, None, length=n_records)
+
+
+@partial(jax.jit, static_argnums=(0, 1))
+def _start(engine: StochasticEngine, threshold: float, keys):
+    state = jax.vmap(engine.init)(keys)
+    n = keys.shape[0]
+    k = jnp.zeros(n, dtype=jnp.int64)
+    ok = jax.vmap(engine.healthy)(state)
+    esc = jnp.where(jax.vmap(engine.escape_stat)(state) >= threshold, 0, -1).astype(jnp.int64)
+    div = jnp.where(ok, -1, 0).astype(jnp.int64)
+    return (state, k, esc, div), jax.vmap(engine.observe)(state)
+
+
+def drive(
+    engine: StochasticEngine,
+    keys: jax.Array,
+    *,
+    steps: int,
+    every: int,
+    threshold: float,
+    progress: Callable[[int], None] | None = None,
+    chunk_seconds: float = 1.0,
+) -> dict[str, np.ndarray]:
+    """Run all seeds; return recorded steps, (M, Q, a) per record, escape and divergence steps.
+
+    Records are taken at step 0, every ``every`` steps and at the last step. With a
+    ``progress`` callback the outer scan is cut into chunks (one compiled function per
+    chunk length) and ``progress(steps_done)`` is called between chunks.
+    """
+    carry, obs0 = _start(engine, threshold, keys)
+    n_full, rem = divmod(steps, every)
+    observed = [jax.tree.map(lambda x: x[None], obs0)]
+    done_records = 0
+    if progress is None:
+        if n_full:
+            carry, obs = _advance(engine, threshold, every, n_full, carry)
+            observed.append(obs)
+    else:
+        # Time one record's worth of steps, then size chunks to about chunk_seconds.
+        chunk, calls = 1, 0
+        while done_records < n_full:
+            n = min(chunk, n_full - done_records)
+            t0 = time.perf_counter()
+            carry, obs = _advance(engine, threshold, every, n, carry)
+            jax.block_until_ready(carry)
+            dt = time.perf_counter() - t0
+            observed.append(obs)
+            done_records += n
+            progress(done_records * every)
+            calls += 1
+            if calls == 2:  # the first call also compiled: size chunks on the second
+                chunk = max(1, min(n_full, int(chunk_seconds / max(dt, 1e-6))))
+                chunk = 2 ** int(math.log2(chunk)) if chunk > 1 else 1  # few distinct shapes
+    if rem:
+        carry, obs = _advance(engine, threshold, rem, 1, carry)
+        observed.append(obs)
+        if progress is not None:
+            progress(steps)
+    M, Q, a = (np.concatenate([np.asarray(o[i]) for o in observed], axis=0) for i in range(3))
+    recorded = np.arange(n_full + 1, dtype=np.int64) * every
+    if rem:
+        recorded = np.append(recorded, steps)
+    _, _, esc, div = carry
+    # observations are (record, seed, ...): put seeds first
+    return {
+        "steps": recorded,
+        "M": np.moveaxis(M, 0, 1).astype(np.float64),
+        "Q": np.moveaxis(Q, 0, 1).astype(np.float64),
+        "a": np.moveaxis(a, 0, 1).astype(np.float64),
+        "escape_step": np.asarray(esc, dtype=np.int64),
+        "diverged_step": np.asarray(div, dtype=np.int64),
+    }

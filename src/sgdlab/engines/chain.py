@@ -1,0 +1,122 @@
+"""``Chain``: the exact Markov chain of the Gram matrix G = [W; W*][W; W*]^T.
+
+Derivation in EXACT_CHAIN.md. With G = L L^T (an eigen-factor, so rank loss is harmless),
+the fields of a batch are Z = Y L^T with Y (n x P) standard Gaussian, P = p + r, and
+
+    X X^T = Y Y^T + K_perp,     K_perp ~ Wishart_n(d - P, I), independent of Y.
+
+(Using all P columns of Y even when G is singular is exact: the surplus columns add a
+Wishart_n(P - rank) that completes K_perp to Wishart_n(d - rank).) One SGD step is then
+
+    Q' = A Q A + lr (A Lam^T C + C^T Lam A) + lr^2 C^T (Y Y^T + K_perp) C
+    M' = A M + lr C^T N,          A = I - lr D (spherical) or I,
+
+followed by the renormalisation of the rows (a function of Q'). Only
+C^T K_perp C ~ Wishart_p(d - P, C^T C) carries d; it is drawn by Bartlett's decomposition,
+so the cost per step does not depend on d.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+
+from .._wishart import wishart, wishart_quadratic
+from ..model import Model
+from ._driver import StochasticEngine
+
+__all__ = ["Chain", "initial_gram"]
+
+PSD_TOL = 1e-9  # relative: a Gram matrix with an eigenvalue below -PSD_TOL * trace has diverged
+
+
+def initial_gram(model: Model, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Exact law of (Q, M) at the start.
+
+    ``random``: rows w_j = g_j / |g_j|, g_j ~ N(0, I_d): the teacher components of g are
+    N(0, 1), the Gram of the rest is Wishart_p(d - r, I). ``m0``: w_j = m0 sum_k w*_k +
+    sqrt(1 - r m0^2) v_j with v_j uniform unit vectors orthogonal to the teacher span.
+    """
+    p, r, d = model.p, model.r, model.problem.d
+    init = model.training.init
+    kt, kw = jax.random.split(key)
+    perp = wishart(kw, p, d - r)
+    if isinstance(init, str):
+        T = jax.random.normal(kt, (p, r))
+        Qg = perp + T @ T.T
+        s = 1.0 / jnp.sqrt(jnp.diag(Qg))
+        return Qg * s[:, None] * s[None, :], T * s[:, None]
+    s = 1.0 / jnp.sqrt(jnp.diag(perp))
+    V = perp * s[:, None] * s[None, :]
+    Q = r * init**2 + (1.0 - r * init**2) * V
+    return Q, jnp.full((p, r), init)
+
+
+@dataclass(frozen=True)
+class Chain:
+    """The exact low-dimensional chain (float64); cost per step independent of d."""
+
+    name: str = "chain"
+
+    def build(self, model: Model) -> StochasticEngine:
+        stu, tr = model.student, model.training
+        d, p, r, n = model.problem.d, model.p, model.r, tr.batch
+        P = p + r
+        lr, lr_a = tr.lr, tr.eta_a
+        a0 = jnp.asarray(stu.a0, jnp.float64)
+        eye_r = jnp.eye(r)
+
+        def assemble(Q, M):
+            return jnp.block([[Q, M], [M.T, eye_r]])
+
+        def init(key):
+            ki, kn = jax.random.split(key)
+            Q, M = initial_gram(model, ki)
+            return {"G": assemble(Q, M), "a": a0, "key": kn, "neg": jnp.zeros((), bool)}
+
+        def step(s):
+            G, a = s["G"], s["a"]
+            key, ky, kxi, kk = jax.random.split(s["key"], 4)
+            ev, V = jnp.linalg.eigh(G)
+            neg = ev[0] < -PSD_TOL * jnp.trace(G)
+            L = V * jnp.sqrt(jnp.maximum(ev, 0.0))
+            Y = jax.random.normal(ky, (n, P))
+            Z = Y @ L.T
+            xi = jax.random.normal(kxi, (n,))
+            C, ga = model.batch_grads(Z, a, xi)
+            Lam, N = Z[:, :p], Z[:, p:]
+            Q, M = G[:p, :p], G[:p, p:]
+            YC = Y.T @ C
+            noise = YC.T @ YC + wishart_quadratic(kk, C, d - P)
+            LC = Lam.T @ C
+            if tr.spherical:
+                A = 1.0 - lr * jnp.sum(C * Lam, axis=0) / jnp.diag(Q)
+                Qn = A[:, None] * Q * A[None, :] + lr * (A[:, None] * LC + LC.T * A[None, :]) + lr**2 * noise
+                Mn = A[:, None] * M + lr * (C.T @ N)
+            else:
+                Qn = Q + lr * (LC + LC.T) + lr**2 * noise
+                Mn = M + lr * (C.T @ N)
+            Qn = 0.5 * (Qn + Qn.T)
+            if tr.renormalise:
+                sc = 1.0 / jnp.sqrt(jnp.diag(Qn))
+                Qn = Qn * sc[:, None] * sc[None, :]
+                Mn = Mn * sc[:, None]
+            if stu.trained:
+                a = a - lr_a * ga
+            return {"G": assemble(Qn, Mn), "a": a, "key": key, "neg": neg}
+
+        def escape_stat(s):
+            G = s["G"]
+            return jnp.max(jnp.abs(G[:p, p]) / jnp.sqrt(jnp.diag(G)[:p]))
+
+        def healthy(s):
+            G = s["G"]
+            return jnp.all(jnp.isfinite(G)) & jnp.all(jnp.isfinite(s["a"])) & ~s["neg"] & jnp.all(jnp.diag(G) > 0)
+
+        def observe(s):
+            G = s["G"]
+            return G[:p, p:], G[:p, :p], s["a"]
+
+        return StochasticEngine(init, step, escape_stat, healthy, observe)

@@ -1,0 +1,87 @@
+"""``Full``: online SGD in dimension d, exactly as written.
+
+Per step and seed: draw a batch X (n x d) of N(0, I_d) inputs, compute the fields
+Z = X [W; W*]^T, get C = -d(batch-mean loss)/d(lambda) from the model, and update
+
+    W <- (I - lr D) W + lr C^T X,     D = diag_j(sum_i C_ij lambda_ij / Q_jj) (spherical only),
+
+then renormalise the rows (spherical or projected). The teacher rows W* are the first r
+canonical basis vectors: inputs and a uniformly random (or m0) start are rotation
+invariant, so this is exact in law and makes nu = X[:, :r] free. Memory is
+O(seeds * (p + n) * d); no d-vector is stored over time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+
+from ..model import Model
+from ._driver import StochasticEngine
+
+__all__ = ["Full"]
+
+
+@dataclass(frozen=True)
+class Full:
+    """The d-dimensional simulation. ``dtype``: ``float32`` (fast, default) or ``float64``."""
+
+    dtype: str = "float32"
+    name: str = "full"
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"engine.dtype: got {self.dtype!r}; allowed: 'float32' or 'float64'")
+
+    def build(self, model: Model) -> StochasticEngine:
+        prob, stu, tr = model.problem, model.student, model.training
+        d, p, r, n = prob.d, model.p, model.r, tr.batch
+        dt = jnp.dtype(self.dtype)
+        lr, lr_a = tr.lr, tr.eta_a
+        a0 = jnp.asarray(stu.a0, dt)
+
+        def init(key):
+            kw, kn = jax.random.split(key)
+            g = jax.random.normal(kw, (p, d), dt)
+            if isinstance(tr.init, str):
+                W = g / jnp.linalg.norm(g, axis=1, keepdims=True)
+            else:
+                m0 = tr.init
+                v = g.at[:, :r].set(0.0)
+                v = v / jnp.linalg.norm(v, axis=1, keepdims=True)
+                W = (jnp.sqrt(1.0 - r * m0**2) * v).at[:, :r].set(m0)
+            return {"W": W, "a": a0, "key": kn}
+
+        def step(s):
+            W, a = s["W"], s["a"]
+            key, kx, kxi = jax.random.split(s["key"], 3)
+            X = jax.random.normal(kx, (n, d), dt)
+            xi = jax.random.normal(kxi, (n,), dt)
+            lam = X @ W.T
+            C, ga = model.batch_grads(jnp.concatenate([lam, X[:, :r]], axis=1), a, xi)
+            step_ = lr * (C.T @ X)
+            if tr.spherical:
+                D = jnp.sum(C * lam, axis=0) / jnp.sum(W * W, axis=1)
+                W = W - lr * D[:, None] * W + step_
+            else:
+                W = W + step_
+            if tr.renormalise:
+                W = W / jnp.linalg.norm(W, axis=1, keepdims=True)
+            if stu.trained:
+                a = a - lr_a * ga
+            return {"W": W, "a": a, "key": key}
+
+        def escape_stat(s):
+            W = s["W"]
+            return jnp.max(jnp.abs(W[:, 0]) / jnp.linalg.norm(W, axis=1))
+
+        def healthy(s):
+            return jnp.all(jnp.isfinite(s["W"])) & jnp.all(jnp.isfinite(s["a"]))
+
+        def observe(s):
+            W = s["W"]
+            return W[:, :r], W @ W.T, s["a"]
+
+        return StochasticEngine(init, step, escape_stat, healthy, observe)

@@ -1,0 +1,6 @@
+"""placeholder"""
+from dataclasses import dataclass
+@dataclass(frozen=True)
+class ODE:
+    second_order: bool = True
+    name: str = "ode"

@@ -1,0 +1,305 @@
+"""What is learned, who learns it and how: problems, students and training rules.
+
+Everything here is written as functions of the *local fields* of one sample,
+
+    lambda = W x   (p student fields),     nu = W* x   (r teacher fields),
+
+so that every engine (``full``, ``chain``, ``ode``) consumes the very same definitions:
+the full simulation evaluates them on fields of sampled d-dimensional inputs, the chain on
+fields sampled from the Gram matrix, the ODE takes their Gaussian expectations.
+Nothing in this module knows about engines.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from ._functions import Fn, resolve_fn
+
+__all__ = ["Problem", "Student", "Training", "LOSSES", "OUTPUT_SCALES"]
+
+
+def _bad(field_name: str, value: Any, allowed: str) -> ValueError:
+    return ValueError(f"{field_name}: got {value!r}; allowed: {allowed}")
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value) or value < 1:
+        raise _bad(name, value, "a positive integer")
+    return int(value)
+
+
+def _finite(name: str, value: Any, *, minimum: float | None = None, strict: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _bad(name, value, "a finite number")
+    if minimum is not None and (value < minimum or (strict and value == minimum)):
+        raise _bad(name, value, f"a number {'>' if strict else '>='} {minimum}")
+    return float(value)
+
+
+# --------------------------------------------------------------------------------------
+# Problem: data and target
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Gaussian inputs x ~ N(0, I_d) and an index target y = g(W* x) + noise * xi.
+
+    ``W*`` has ``directions`` (= r) orthonormal rows. The target is either a committee
+    ``y = sum_k weights_k * link(nu_k)`` (``link`` a name such as ``"h3"``, a list of
+    orthonormal-Hermite coefficients or a JAX function of one field) or, with
+    ``function``, any JAX function of the r fields, ``function(nu) -> y`` with ``nu`` of
+    shape ``(..., r)`` (e.g. the staircase ``nu1 + nu1 * nu2``). ``xi ~ N(0, 1)`` is drawn
+    per sample from the run's own key.
+    """
+
+    d: int
+    link: Any = "h3"
+    directions: int = 1
+    weights: tuple[float, ...] | None = None
+    noise: float = 0.0
+    function: Callable | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "d", _positive_int("d", self.d))
+        object.__setattr__(self, "directions", _positive_int("target.directions", self.directions))
+        object.__setattr__(self, "noise", _finite("target.noise", self.noise, minimum=0.0))
+        if self.function is None:
+            object.__setattr__(self, "link", resolve_fn(self.link, field="target.link"))
+            w = self.weights if self.weights is not None else (1.0,) * self.directions
+            w = tuple(_finite("target.weights", float(v)) for v in w)
+            if len(w) != self.directions:
+                raise _bad("target.weights", list(w), f"a list of {self.directions} numbers (one per direction)")
+            object.__setattr__(self, "weights", w)
+        elif not callable(self.function):
+            raise _bad("target.function", self.function, "a JAX function of the (..., r) teacher fields")
+
+    @property
+    def r(self) -> int:
+        return self.directions
+
+    @property
+    def is_committee(self) -> bool:
+        return self.function is None
+
+    def label(self, nu: jax.Array) -> jax.Array:
+        """Noise-free label g(nu) for fields ``nu`` of shape ``(..., r)``."""
+        if self.function is not None:
+            return self.function(nu)
+        w = jnp.asarray(self.weights, dtype=nu.dtype)
+        return jnp.sum(w * self.link(nu), axis=-1)
+
+
+# --------------------------------------------------------------------------------------
+# Student: a two-layer network
+# --------------------------------------------------------------------------------------
+
+OUTPUT_SCALES = {"mean": lambda p: 1.0 / p, "sqrt": lambda p: 1.0 / math.sqrt(p), "sum": lambda p: 1.0}
+
+
+@dataclass(frozen=True)
+class Student:
+    """f(x) = s * sum_j a_j sigma(w_j . x) with p = ``width`` neurons.
+
+    ``output_scale`` fixes s explicitly: ``mean`` (1/p), ``sqrt`` (1/sqrt p) or ``sum`` (1).
+    ``second_layer`` is ``fixed`` (a stays at ``a0``) or ``trained`` (online SGD on a too).
+    ``a0`` is one number for all neurons or one per neuron.
+    """
+
+    width: int = 1
+    activation: Any = "h3"
+    second_layer: str = "fixed"
+    output_scale: str = "mean"
+    a0: float | tuple[float, ...] = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "width", _positive_int("student.width", self.width))
+        object.__setattr__(self, "activation", resolve_fn(self.activation, field="student.activation"))
+        if self.second_layer not in ("fixed", "trained"):
+            raise _bad("student.second_layer", self.second_layer, "'fixed' or 'trained'")
+        if self.output_scale not in OUTPUT_SCALES:
+            raise _bad("student.output_scale", self.output_scale, "'mean', 'sqrt' or 'sum'")
+        a0 = self.a0
+        if isinstance(a0, int | float) and not isinstance(a0, bool):
+            a0 = (float(a0),) * self.width
+        a0 = tuple(_finite("student.a0", float(v)) for v in a0)
+        if len(a0) != self.width:
+            raise _bad("student.a0", list(a0), f"one number or a list of {self.width} numbers")
+        object.__setattr__(self, "a0", a0)
+
+    @property
+    def p(self) -> int:
+        return self.width
+
+    @property
+    def scale(self) -> float:
+        return OUTPUT_SCALES[self.output_scale](self.width)
+
+    @property
+    def trained(self) -> bool:
+        return self.second_layer == "trained"
+
+    def output(self, lam: jax.Array, a: jax.Array) -> jax.Array:
+        """f = s * sum_j a_j sigma(lambda_j) for fields ``lam`` of shape ``(..., p)``."""
+        return self.scale * jnp.sum(a * self.activation(lam), axis=-1)
+
+
+# --------------------------------------------------------------------------------------
+# Training: loss, step size, batch, geometry, initial condition, recording
+# --------------------------------------------------------------------------------------
+
+
+def _square(f: jax.Array, y: jax.Array) -> jax.Array:
+    return 0.5 * (f - y) ** 2
+
+
+def _correlation(f: jax.Array, y: jax.Array) -> jax.Array:
+    return -y * f
+
+
+LOSSES: dict[str, Callable] = {"square": _square, "correlation": _correlation}
+
+
+@dataclass(frozen=True)
+class Training:
+    """One-pass minibatch SGD: ``W <- W - lr * grad`` of the batch-mean loss.
+
+    - ``loss``: ``square`` (1/2 (f - y)^2), ``correlation`` (-y f) or a JAX function
+      ``loss(f, y)``.
+    - ``spherical``: project each row's gradient on the tangent space of its sphere, step,
+      renormalise the row. ``projected``: step, then renormalise (no tangent projection).
+    - ``lr_second``: step size of the second layer when it is trained (default ``lr``).
+    - ``init``: ``"random"`` (rows uniform on the unit sphere) or a number m0: every row has
+      overlap m0 with every teacher direction and a uniformly random unit part orthogonal
+      to the teacher span (norm 1 in all).
+    - ``record_every``: steps between recorded order parameters (step 0 and the last step
+      are always recorded).
+    - ``escape_threshold``: escape (weak recovery) is the first step at which some row has
+      |M_j0| / sqrt(Q_jj) >= threshold; it is checked after every step.
+    """
+
+    loss: Any = "square"
+    lr: float = 0.01
+    batch: int = 1
+    steps: int = 1000
+    spherical: bool = False
+    projected: bool = False
+    init: str | float = "random"
+    record_every: int = 100
+    escape_threshold: float = 0.5
+    lr_second: float | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.loss, str):
+            if self.loss not in LOSSES:
+                raise _bad("train.loss", self.loss, "'square', 'correlation' or a JAX function loss(f, y)")
+        elif not callable(self.loss):
+            raise _bad("train.loss", self.loss, "'square', 'correlation' or a JAX function loss(f, y)")
+        object.__setattr__(self, "lr", _finite("train.lr", self.lr, minimum=0.0, strict=True))
+        if self.lr_second is not None:
+            object.__setattr__(self, "lr_second", _finite("train.lr_second", self.lr_second, minimum=0.0))
+        object.__setattr__(self, "batch", _positive_int("train.batch", self.batch))
+        object.__setattr__(self, "steps", _positive_int("train.steps", self.steps))
+        object.__setattr__(self, "record_every", _positive_int("train.record_every", self.record_every))
+        for name in ("spherical", "projected"):
+            if not isinstance(getattr(self, name), bool):
+                raise _bad(f"train.{name}", getattr(self, name), "true or false")
+        if self.spherical and self.projected:
+            raise _bad("train.projected", True, "false when train.spherical is true (pick one geometry)")
+        init = self.init
+        if isinstance(init, str):
+            if init != "random":
+                raise _bad("train.init", init, "'random' or a number m0 in [-1, 1]")
+        else:
+            init = _finite("train.init", init)
+            if abs(init) > 1:
+                raise _bad("train.init", init, "'random' or a number m0 in [-1, 1]")
+            object.__setattr__(self, "init", init)
+        t = _finite("train.escape_threshold", self.escape_threshold, minimum=0.0, strict=True)
+        object.__setattr__(self, "escape_threshold", t)
+
+    @property
+    def loss_fn(self) -> Callable:
+        return LOSSES[self.loss] if isinstance(self.loss, str) else self.loss
+
+    @property
+    def loss_name(self) -> str:
+        return self.loss if isinstance(self.loss, str) else getattr(self.loss, "__name__", "custom")
+
+    @property
+    def renormalise(self) -> bool:
+        return self.spherical or self.projected
+
+    @property
+    def eta_a(self) -> float:
+        return self.lr if self.lr_second is None else self.lr_second
+
+
+# --------------------------------------------------------------------------------------
+# The one place where the model meets the data: gradients as functions of the fields
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Model:
+    """A problem, a student and a training rule bound together.
+
+    ``sample_loss(z, a, xi)`` is the loss of one sample with fields ``z = (lambda, nu)``
+    (shape ``(p + r,)``), second layer ``a`` and label-noise draw ``xi``;
+    ``sample_grads`` returns ``c = -d loss / d lambda`` (the negative gradient with
+    respect to the student fields, shape ``(p,)``) and ``d loss / d a``.
+    The SGD step on W is ``W <- W + lr * C^T X`` with ``C`` the batch mean of ``c``.
+    """
+
+    problem: Problem
+    student: Student
+    training: Training
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def p(self) -> int:
+        return self.student.width
+
+    @property
+    def r(self) -> int:
+        return self.problem.r
+
+    def check(self) -> None:
+        """Cross-field checks that no single section can make."""
+        p, r, d = self.p, self.r, self.problem.d
+        if d <= p + r:
+            raise _bad("d", d, f"an integer > width + directions = {p + r}")
+        init = self.training.init
+        if not isinstance(init, str) and r * init**2 > 1:
+            raise _bad("train.init", init, f"|m0| <= 1/sqrt(directions) = {1 / math.sqrt(r):.4g}")
+
+    def sample_loss(self, z: jax.Array, a: jax.Array, xi: jax.Array) -> jax.Array:
+        lam, nu = z[: self.p], z[self.p :]
+        y = self.problem.label(nu) + self.problem.noise * xi
+        return self.training.loss_fn(self.student.output(lam, a), y)
+
+    def sample_grads(self, z: jax.Array, a: jax.Array, xi: jax.Array) -> tuple[jax.Array, jax.Array]:
+        p = self.p
+
+        def loss_of(lam, a_):
+            return self.sample_loss(jnp.concatenate([lam, z[p:]]), a_, xi)
+
+        g_lam, g_a = jax.grad(loss_of, argnums=(0, 1))(z[:p], a)
+        return -g_lam, g_a
+
+    def batch_grads(self, Z: jax.Array, a: jax.Array, xi: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Batch of fields ``Z`` (n, p + r) -> (C (n, p), grad_a (p,)) of the batch-mean loss."""
+        c, ga = jax.vmap(self.sample_grads, in_axes=(0, None, 0))(Z, a, xi)
+        n = Z.shape[0]
+        return c / n, jnp.mean(ga, axis=0)
+
+
+def as_sequence(x: Any) -> Sequence:
+    return x if isinstance(x, list | tuple) else [x]
