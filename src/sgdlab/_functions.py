@@ -197,7 +197,7 @@ def resolve_fn(spec, field: str = "activation") -> Fn:
     raise ValueError(f"{field}: unknown link {spec!r}; allowed: {_ALLOWED}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _gauss_hermite_cached(n: int) -> tuple[np.ndarray, np.ndarray]:
     with np.errstate(all="ignore"):
         x, w = np.polynomial.hermite_e.hermegauss(n)

@@ -1,0 +1,385 @@
+"""Run configurations: a TOML file, validated, turned into a problem, a student, a training rule and an engine.
+
+A configuration has top-level keys ``d``, ``seeds``, ``seed``, ``engine`` and the tables
+``[target]``, ``[student]``, ``[train]``, ``[ode]`` and ``[full]``::
+
+    d = 500
+    seeds = 64
+    engine = "chain"            # "full", "chain" or "ode"
+
+    [target]
+    link = "h3"                 # a name, or hermite = [c0, c1, ...] (exactly one of the two)
+
+    [student]
+    activation = "h3"           # a name or a list of orthonormal Hermite coefficients
+
+    [train]
+    lr = 0.002
+    batch = 32
+    steps = 2000
+    spherical = true
+    init = 0.2                  # "random" or a number m0
+
+Types and keys are checked here (unknown keys are errors); values are checked by the
+constructors of :class:`~sgdlab.model.Problem`, :class:`~sgdlab.model.Student`,
+:class:`~sgdlab.model.Training` and by :meth:`~sgdlab.model.Model.check`. Every problem is
+reported as a :class:`ConfigError` whose message is one line of the form
+``field: got VALUE; allowed: WHAT``.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .model import Model, Problem, Student, Training
+
+__all__ = [
+    "ENGINES",
+    "Built",
+    "Config",
+    "ConfigError",
+    "apply_override",
+    "build",
+    "load_config",
+    "parse_override",
+    "validate_config",
+]
+
+ENGINES = ("full", "chain", "ode")
+
+Number = float  # strict pydantic floats accept TOML integers as well
+Coefficients = list[float]
+
+
+class ConfigError(ValueError):
+    """An invalid configuration or command-line input; the message is one line."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class TargetConfig(_Section):
+    """``[target]``: y = sum_k weights_k * link(nu_k) + noise * xi over ``directions`` teacher fields."""
+
+    link: str | Coefficients | None = None
+    hermite: Coefficients | None = None
+    directions: int = 1
+    weights: list[Number] | None = None
+    noise: Number = 0.0
+
+    @model_validator(mode="after")
+    def _one_link(self) -> TargetConfig:
+        if self.link is not None and self.hermite is not None:
+            raise ValueError(
+                f"got link={self.link!r} and hermite={self.hermite!r}; allowed: exactly one of link, hermite"
+            )
+        return self
+
+    @property
+    def link_spec(self) -> str | list[float]:
+        if self.hermite is not None:
+            return list(self.hermite)
+        return "h3" if self.link is None else self.link
+
+
+class StudentConfig(_Section):
+    """``[student]``: f(x) = s * sum_j a_j activation(w_j . x) with ``width`` neurons."""
+
+    width: int = 1
+    activation: str | Coefficients = "h3"
+    second_layer: Literal["fixed", "trained"] = "fixed"
+    output_scale: Literal["mean", "sqrt", "sum"] = "mean"
+    a0: Number | list[Number] = 1.0
+
+
+class TrainConfig(_Section):
+    """``[train]``: one-pass minibatch SGD (see :class:`sgdlab.model.Training`)."""
+
+    loss: Literal["square", "correlation"] = "square"
+    lr: Number = 0.01
+    lr_second: Number | None = None
+    batch: int = 1
+    steps: int = 1000
+    spherical: bool = False
+    projected: bool = False
+    init: Literal["random"] | Number = "random"
+    record_every: int = 100
+    escape_threshold: Number = 0.5
+
+
+class ODEConfig(_Section):
+    """``[ode]``: the deterministic limit; ``second_order`` keeps the finite-d lr^2 term."""
+
+    second_order: bool = True
+    rtol: Number = Field(default=1e-8, gt=0)
+    atol: Number = Field(default=1e-10, gt=0)
+
+
+class FullConfig(_Section):
+    """``[full]``: the d-dimensional simulation's floating-point type."""
+
+    dtype: Literal["float32", "float64"] = "float32"
+
+
+class Config(_Section):
+    """A complete run configuration (all defaults filled in once validated)."""
+
+    d: int
+    seeds: int = Field(default=1, ge=1)
+    seed: int = Field(default=0, ge=0)
+    engine: Literal["full", "chain", "ode"] = "chain"
+    target: TargetConfig = TargetConfig()
+    student: StudentConfig = StudentConfig()
+    train: TrainConfig = TrainConfig()
+    ode: ODEConfig = ODEConfig()
+    full: FullConfig = FullConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved configuration as plain JSON/TOML-compatible data."""
+        return self.model_dump(mode="json")
+
+
+# --------------------------------------------------------------------------------------
+# Validation errors as one line
+# --------------------------------------------------------------------------------------
+
+
+def _field_path(loc: tuple, root: type[BaseModel] = Config) -> str:
+    """Dotted field path of a pydantic error location, without union-member tags."""
+    parts: list[str] = []
+    model: type[BaseModel] | None = root
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(str(item))
+            model = None
+        elif model is not None and item in model.model_fields:
+            parts.append(item)
+            ann = model.model_fields[item].annotation
+            model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        elif model is not None and not parts:
+            parts.append(str(item))  # unknown top-level key
+            model = None
+        elif model is not None:
+            parts.append(str(item))  # unknown key inside a section
+            model = None
+        # otherwise: a union-member tag such as "float" or "literal['random']": skip
+    return ".".join(parts) if parts else "config"
+
+
+def _section_model(path: str) -> type[BaseModel] | None:
+    model: type[BaseModel] = Config
+    if not path or path == "config":
+        return model
+    for name in path.split("."):
+        f = model.model_fields.get(name)
+        if f is None or not (isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)):
+            return None
+        model = f.annotation
+    return model
+
+
+def _allowed(msg: str) -> str:
+    for prefix in ("Input should be ", "Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            return msg[len(prefix) :]
+    return msg[:1].lower() + msg[1:]
+
+
+def _one_line(s: str) -> str:
+    return " ".join(str(s).split())
+
+
+def format_validation_error(err: ValidationError) -> str:
+    """Turn a pydantic ``ValidationError`` into ``field: got VALUE; allowed: WHAT``."""
+    errors = err.errors(include_url=False)
+    first = errors[0]
+    path = _field_path(tuple(first["loc"]))
+    same = [e for e in errors if _field_path(tuple(e["loc"])) == path]
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        parent = path.rsplit(".", 1)[0] if "." in path else ""
+        model = _section_model(parent)
+        keys = ", ".join(model.model_fields) if model is not None else "?"
+        where = f"[{parent}]" if parent else "top level"
+        return _one_line(f"{path}: got unknown key (value {first['input']!r}); allowed keys at {where}: {keys}")
+    if kind == "missing":
+        return _one_line(f"{path}: got nothing (required key missing); allowed: set it in the config or with --set")
+    if kind == "value_error":  # raised by a model validator: already "got ...; allowed: ..."
+        return _one_line(f"{path}: {_allowed(first['msg'])}")
+    allowed = []
+    for e in same:
+        a = _allowed(e["msg"])
+        if a not in allowed:
+            allowed.append(a)
+    value = first.get("input")
+    return _one_line(f"{path}: got {value!r}; allowed: {' or '.join(allowed)}")
+
+
+# --------------------------------------------------------------------------------------
+# Loading and overriding
+# --------------------------------------------------------------------------------------
+
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``dotted.key=value``; the value is read as a TOML value (int, float, bool,
+    string, array), a bare word such as ``h3`` or ``random`` as a string."""
+    if "=" not in text:
+        raise ConfigError(_one_line(f"--set: got {text!r}; allowed: dotted.key=value, e.g. train.lr=0.01"))
+    key, raw = text.split("=", 1)
+    key, raw = key.strip(), raw.strip()
+    if not _KEY.match(key):
+        raise ConfigError(_one_line(f"--set: got key {key!r}; allowed: a dotted key such as train.lr"))
+    if raw == "":
+        raise ConfigError(_one_line(f"{key}: got an empty value in --set {text!r}; allowed: a TOML value"))
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        if raw[0] in "[{\"'" or not re.match(r"^[A-Za-z_][\w\-\[\],.]*$", raw):
+            raise ConfigError(
+                _one_line(f"{key}: got {raw!r} in --set; allowed: a TOML value (number, true/false, \"text\", [list])")
+            ) from None
+        value = raw
+    return key.split("."), value
+
+
+def apply_override(data: dict[str, Any], parts: list[str], value: Any) -> None:
+    """Set ``data[parts[0]][parts[1]]... = value`` in place, creating tables as needed."""
+    node = data
+    for i, name in enumerate(parts[:-1]):
+        nxt = node.get(name)
+        if nxt is None:
+            nxt = node[name] = {}
+        elif not isinstance(nxt, dict):
+            dotted = ".".join(parts[: i + 1])
+            raise ConfigError(f"{dotted}: got {nxt!r}, which has no key {parts[i + 1]!r}; allowed: a table")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config: got {str(p)!r}; allowed: an existing TOML file")
+    try:
+        with p.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(_one_line(f"config: got invalid TOML in {str(p)!r} ({e}); allowed: a TOML file")) from None
+    except OSError as e:
+        raise ConfigError(_one_line(f"config: got {str(p)!r} ({e.strerror}); allowed: a readable TOML file")) from None
+
+
+def validate_config(data: Mapping[str, Any]) -> Config:
+    """Validate raw configuration data (types and keys only)."""
+    try:
+        return Config.model_validate(dict(data))
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e)) from None
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: Iterable[str] = (),
+    *,
+    data: Mapping[str, Any] | None = None,
+    engine: str | None = None,
+    seeds: int | None = None,
+) -> Config:
+    """Read ``path`` (or start from ``data``), apply ``--set`` overrides, then ``engine``
+    and ``seeds``, and validate: types and keys here, values by :func:`build`."""
+    raw: dict[str, Any] = read_toml(path) if path is not None else _deepcopy(dict(data or {}))
+    for item in overrides:
+        parts, value = parse_override(item)
+        apply_override(raw, parts, value)
+    if engine is not None:
+        raw["engine"] = engine
+    if seeds is not None:
+        raw["seeds"] = seeds
+    cfg = validate_config(raw)
+    build(cfg)  # value checks (constructors and cross-field checks)
+    return cfg
+
+
+def _deepcopy(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _deepcopy(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_deepcopy(v) for v in x]
+    return x
+
+
+# --------------------------------------------------------------------------------------
+# Building the library objects
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Built:
+    problem: Problem
+    student: Student
+    training: Training
+    engine: Any
+
+
+def make_engine(cfg: Config, name: str | None = None) -> Any:
+    """The engine object named by ``name`` (default ``cfg.engine``) with its section's options."""
+    from .engines import ODE, Chain, Full
+
+    name = cfg.engine if name is None else name
+    if name == "chain":
+        return Chain()
+    if name == "full":
+        return Full(dtype=cfg.full.dtype)
+    if name == "ode":
+        return ODE(second_order=cfg.ode.second_order, rtol=cfg.ode.rtol, atol=cfg.ode.atol)
+    raise ConfigError(f"engine: got {name!r}; allowed: 'full', 'chain' or 'ode'")
+
+
+def build(cfg: Config, *, engine: bool = False) -> Built:
+    """Construct ``Problem``, ``Student``, ``Training`` (and with ``engine=True`` the engine),
+    running every value check; a failing check raises :class:`ConfigError`."""
+    t, s, tr = cfg.target, cfg.student, cfg.train
+    try:
+        problem = Problem(
+            d=cfg.d,
+            link=t.link_spec,
+            directions=t.directions,
+            weights=None if t.weights is None else tuple(t.weights),
+            noise=t.noise,
+        )
+        student = Student(
+            width=s.width,
+            activation=s.activation,
+            second_layer=s.second_layer,
+            output_scale=s.output_scale,
+            a0=s.a0 if isinstance(s.a0, float | int) else tuple(s.a0),
+        )
+        training = Training(
+            loss=tr.loss,
+            lr=tr.lr,
+            lr_second=tr.lr_second,
+            batch=tr.batch,
+            steps=tr.steps,
+            spherical=tr.spherical,
+            projected=tr.projected,
+            init=tr.init,
+            record_every=tr.record_every,
+            escape_threshold=tr.escape_threshold,
+        )
+        Model(problem, student, training).check()
+        eng = make_engine(cfg) if engine else None
+    except ConfigError:
+        raise
+    except ValueError as e:
+        raise ConfigError(_one_line(str(e))) from None
+    return Built(problem, student, training, eng)
