@@ -5,7 +5,32 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["bartlett", "wishart", "wishart_quadratic"]
+__all__ = ["bartlett", "psd_cholesky", "wishart", "wishart_quadratic"]
+
+
+def psd_cholesky(G: jax.Array, tol: float = 1e-13) -> tuple[jax.Array, jax.Array]:
+    """Lower-triangular L with L L^T = G for a positive *semi*-definite G (k x k, k small).
+
+    The loop is unrolled (k is static), so under vmap it is a handful of fused elementwise
+    operations. A zero pivot (rank loss, e.g. a student row aligned with a teacher
+    direction) gives a zero column, which is exact for PSD G. Also returns the smallest
+    pivot relative to the trace: markedly negative means G is not PSD.
+    """
+    k = G.shape[-1]
+    scale = jnp.trace(G)
+    cols: list[jax.Array] = []
+    worst = jnp.inf
+    for j in range(k):
+        prev = jnp.stack(cols, axis=1) if cols else jnp.zeros((k, 0), G.dtype)
+        v = G[:, j] - prev @ prev[j]
+        piv = v[j]
+        worst = jnp.minimum(worst, piv / scale)
+        ok = piv > tol * scale
+        root = jnp.sqrt(jnp.where(ok, piv, 1.0))
+        col = jnp.where(ok, v / root, 0.0)
+        col = col * (jnp.arange(k) >= j)
+        cols.append(col)
+    return jnp.stack(cols, axis=1), worst
 
 
 def chi2(key: jax.Array, df, shape=(), dtype=jnp.float64) -> jax.Array:
@@ -30,11 +55,6 @@ def wishart(key: jax.Array, k: int, df, dtype=jnp.float64) -> jax.Array:
     return a @ a.T
 
 
-def _psd_sqrt(b: jax.Array) -> jax.Array:
-    lam, v = jnp.linalg.eigh(b)
-    return v * jnp.sqrt(jnp.maximum(lam, 0.0))
-
-
 def wishart_quadratic(key: jax.Array, C: jax.Array, df) -> jax.Array:
     """A sample of C^T K C with K ~ Wishart_n(df, I), for C of shape (n, p).
 
@@ -45,7 +65,7 @@ def wishart_quadratic(key: jax.Array, C: jax.Array, df) -> jax.Array:
     if p == 1:
         return jnp.sum(C * C) * chi2(key, df, (1, 1), C.dtype)
     if p <= n:
-        r = _psd_sqrt(C.T @ C)
+        r, _ = psd_cholesky(C.T @ C)
         ra = r @ bartlett(key, p, df, C.dtype)
         return ra @ ra.T
     ac = bartlett(key, n, df, C.dtype).T @ C

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,6 +16,12 @@ from .result import Result
 from .risk import risk_table
 
 __all__ = ["run"]
+
+
+@functools.lru_cache(maxsize=64)
+def _built(engine: Any, model: Model):
+    """One built engine per (engine, model): repeated runs reuse the compiled step."""
+    return engine.build(model)
 
 
 def run(
@@ -47,7 +54,7 @@ def run(
         labels = np.zeros(1, dtype=np.int64)
     else:
         out = drive(
-            engine.build(model),
+            _built(engine, model),
             seed_keys(seed, seeds),
             steps=training.steps,
             every=training.record_every,

@@ -13,8 +13,8 @@ Nothing in this module knows about engines.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import jax
@@ -261,7 +261,6 @@ class Model:
     problem: Problem
     student: Student
     training: Training
-    extra: dict = field(default_factory=dict, compare=False)
 
     @property
     def p(self) -> int:
@@ -299,7 +298,3 @@ class Model:
         c, ga = jax.vmap(self.sample_grads, in_axes=(0, None, 0))(Z, a, xi)
         n = Z.shape[0]
         return c / n, jnp.mean(ga, axis=0)
-
-
-def as_sequence(x: Any) -> Sequence:
-    return x if isinstance(x, list | tuple) else [x]

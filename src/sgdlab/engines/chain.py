@@ -1,6 +1,6 @@
 """``Chain``: the exact Markov chain of the Gram matrix G = [W; W*][W; W*]^T.
 
-Derivation in EXACT_CHAIN.md. With G = L L^T (an eigen-factor, so rank loss is harmless),
+Derivation in EXACT_CHAIN.md. With G = L L^T (a Cholesky factor that tolerates rank loss),
 the fields of a batch are Z = Y L^T with Y (n x P) standard Gaussian, P = p + r, and
 
     X X^T = Y Y^T + K_perp,     K_perp ~ Wishart_n(d - P, I), independent of Y.
@@ -23,13 +23,13 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-from .._wishart import wishart, wishart_quadratic
+from .._wishart import psd_cholesky, wishart, wishart_quadratic
 from ..model import Model
 from ._driver import StochasticEngine
 
 __all__ = ["Chain", "initial_gram"]
 
-PSD_TOL = 1e-9  # relative: a Gram matrix with an eigenvalue below -PSD_TOL * trace has diverged
+PSD_TOL = 1e-9  # relative: a Gram matrix with a Cholesky pivot below -PSD_TOL * trace has diverged
 
 
 def initial_gram(model: Model, key: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -79,9 +79,8 @@ class Chain:
         def step(s):
             G, a = s["G"], s["a"]
             key, ky, kxi, kk = jax.random.split(s["key"], 4)
-            ev, V = jnp.linalg.eigh(G)
-            neg = ev[0] < -PSD_TOL * jnp.trace(G)
-            L = V * jnp.sqrt(jnp.maximum(ev, 0.0))
+            L, worst = psd_cholesky(G)
+            neg = worst < -PSD_TOL
             Y = jax.random.normal(ky, (n, P))
             Z = Y @ L.T
             xi = jax.random.normal(kxi, (n,))

@@ -1,0 +1,98 @@
+"""Overlay figures of run folders: normalised overlap and population risk against t = samples / d.
+
+For every run folder the top panel shows the normalised overlap m = M_00 / sqrt(Q_00) of
+student row 0 with teacher direction 0 and the bottom panel the population risk. Runs with
+several seeds are drawn as the median over seeds with a 10-90% quantile band; a
+single-seed run (the deterministic ODE) as a line. With a random start of an odd link the
+sign of m is arbitrary, so |m| is shown instead.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .io import _atomic_write, read_run, trajectory_by_seed
+
+__all__ = ["load_curves", "plot_runs"]
+
+
+def load_curves(run_dir: str | Path) -> dict:
+    """Per-seed curves of a run folder: t (records,), overlap and risk (seeds, records), label."""
+    table, summary = read_run(run_dir)
+    cols = trajectory_by_seed(table, ["t", "M_0_0", "Q_0_0", "risk"])
+    overlap = cols["M_0_0"] / np.sqrt(cols["Q_0_0"])
+    config = summary.get("config") or {}
+    init = (config.get("train") or {}).get("init", "random")
+    absolute = init == "random"
+    if absolute:
+        overlap = np.abs(overlap)
+    engine = summary.get("engine", "?")
+    n = int(summary.get("n_seeds", overlap.shape[0]))
+    label = f"{engine}, d={summary.get('d', '?')}" + (f" ({n} seeds)" if n > 1 else "")
+    return {
+        "t": cols["t"][0],
+        "overlap": overlap,
+        "risk": cols["risk"],
+        "label": label,
+        "absolute": absolute,
+        "summary": summary,
+    }
+
+
+def _band(ax, t, y, color, label) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN records after divergence
+        if y.shape[0] == 1:
+            ax.plot(t, y[0], color=color, lw=2.0, label=label)
+            return
+        med = np.nanmedian(y, axis=0)
+        lo, hi = np.nanquantile(y, [0.1, 0.9], axis=0)
+    ax.fill_between(t, lo, hi, color=color, alpha=0.25, lw=0)
+    ax.plot(t, med, color=color, lw=1.8, label=f"{label}: median, 10-90%")
+
+
+def plot_runs(
+    run_dirs: Sequence[str | Path], out: str | Path | None = None, *, title: str | None = None
+) -> Path:
+    """Overlay the run folders ``run_dirs`` in one figure; write a PNG (default
+    ``<first folder>/figure.png``) and return its path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dirs = [Path(d) for d in run_dirs]
+    if not dirs:
+        raise ValueError("plot: got no run folders; allowed: one or more folders written by 'sgdlab run'")
+    curves = [load_curves(d) for d in dirs]
+    out_path = Path(out) if out is not None else dirs[0] / "figure.png"
+
+    fig, (ax_m, ax_r) = plt.subplots(2, 1, figsize=(7.0, 6.5), sharex=True, constrained_layout=True)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, c in enumerate(curves):
+        color = colors[i % len(colors)]
+        _band(ax_m, c["t"], c["overlap"], color, c["label"])
+        _band(ax_r, c["t"], c["risk"], color, c["label"])
+    absolute = any(c["absolute"] for c in curves)
+    ax_m.set_ylabel(r"$|M_{00}|/\sqrt{Q_{00}}$" if absolute else r"overlap $M_{00}/\sqrt{Q_{00}}$")
+    ax_m.axhline(0.0, color="0.7", lw=0.6)
+    thresholds = {((c["summary"].get("config") or {}).get("train") or {}).get("escape_threshold") for c in curves}
+    thresholds.discard(None)
+    for th in thresholds:
+        ax_m.axhline(th, color="0.5", lw=0.8, ls=":")
+    ax_m.legend(loc="best", fontsize=8)
+    risks = np.concatenate([c["risk"].ravel() for c in curves])
+    risks = risks[np.isfinite(risks)]
+    if risks.size and risks.min() > 0 and risks.max() / max(risks.min(), 1e-300) > 20:
+        ax_r.set_yscale("log")
+    ax_r.set_ylabel("population risk")
+    ax_r.set_xlabel(r"$t$ = samples / $d$")
+    if title:
+        ax_m.set_title(title)
+    _atomic_write(out_path, lambda p: fig.savefig(p, dpi=120, format="png"))
+    plt.close(fig)
+    return out_path
