@@ -23,7 +23,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/engines.py
+	$(BIN)/python benchmarks/engines.py --update-md
 
 clean:
 	rm -rf $(VENV) results

@@ -62,7 +62,7 @@ def _usage_message(e: Exception) -> str:
         name = (getattr(param, "opts", None) or [param.name])[0]
         if isinstance(e, _click.exceptions.MissingParameter):
             what = (getattr(param, "help", None) or "a value").rstrip(".")
-            if what[:1].isupper() and what[1:2].islower():
+            if not what[1:2].isupper():
                 what = what[:1].lower() + what[1:]
             return f"{name}: got nothing; allowed: {what}"
         return f"{name}: {getattr(e, 'message', msg)}"
@@ -365,7 +365,7 @@ def demo_command(
             continue
         run_dir = out / name
         try:
-            summary = execute(cfg, run_dir, engine=eng, demo=True)
+            summary = execute(cfg, run_dir, engine=eng, progress=False, demo=True)
         except (NotImplementedError, AttributeError) as e:
             con.print(f"[yellow]note[/]: skipping the {name} engine ({type(e).__name__}: {e})")
             continue

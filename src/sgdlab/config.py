@@ -246,7 +246,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     except tomllib.TOMLDecodeError:
         if raw[0] in "[{\"'" or not re.match(r"^[A-Za-z_][\w\-\[\],.]*$", raw):
             raise ConfigError(
-                _one_line(f"{key}: got {raw!r} in --set; allowed: a TOML value (number, true/false, \"text\", [list])")
+                _one_line(f'{key}: got {raw!r} in --set; allowed: a TOML value (number, true/false, "text", [list])')
             ) from None
         value = raw
     return key.split("."), value

@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ._functions import Fn, resolve_fn
+from ._functions import resolve_fn
 
 __all__ = ["Problem", "Student", "Training", "LOSSES", "OUTPUT_SCALES"]
 

@@ -55,9 +55,7 @@ def _band(ax, t, y, color, label) -> None:
     ax.plot(t, med, color=color, lw=1.8, label=f"{label}: median, 10-90%")
 
 
-def plot_runs(
-    run_dirs: Sequence[str | Path], out: str | Path | None = None, *, title: str | None = None
-) -> Path:
+def plot_runs(run_dirs: Sequence[str | Path], out: str | Path | None = None, *, title: str | None = None) -> Path:
     """Overlay the run folders ``run_dirs`` in one figure; write a PNG (default
     ``<first folder>/figure.png``) and return its path."""
     import matplotlib

@@ -16,6 +16,8 @@ rules; custom losses a (p + r + 1)-dimensional one (noise as the last axis).
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -85,7 +87,11 @@ def population_risk(model: Model, M: jax.Array, Q: jax.Array, a: jax.Array) -> j
     return gaussian_expectation(loss, cov, n)
 
 
+@functools.lru_cache(maxsize=64)
+def _risk_fn(model: Model):
+    return jax.jit(jax.vmap(jax.vmap(lambda m, q, aa: population_risk(model, m, q, aa))))
+
+
 def risk_table(model: Model, M, Q, a) -> jax.Array:
-    """population_risk over leading (seed, record) axes."""
-    f = jax.jit(jax.vmap(jax.vmap(lambda m, q, aa: population_risk(model, m, q, aa))))
-    return f(jnp.asarray(M), jnp.asarray(Q), jnp.asarray(a))
+    """population_risk over leading (seed, record) axes (compiled once per model)."""
+    return _risk_fn(model)(jnp.asarray(M), jnp.asarray(Q), jnp.asarray(a))

@@ -4,14 +4,13 @@ An engine supplies, per seed, ``init(key) -> state`` and ``step(state) -> state`
 PyTree holding its parameters and PRNG key) plus three read-outs of a state: the escape
 statistic max_j |M_j0| / sqrt(Q_jj), a health flag (finite, Gram positive semi-definite)
 and the recorded order parameters (M, Q, a). The driver runs ``steps`` steps for all seeds
-at once: an outer scan over recording points, an inner scan over the steps between them,
+at once: an outer loop over recording points, an inner loop over the steps between them,
 so nothing is stored over time but the order parameters, and no Python runs per step.
 Escape and divergence are checked after every step.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,16 +52,23 @@ def _one_step(engine: StochasticEngine, threshold: float, carry):
     return state, k, esc, div
 
 
-@partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _advance(engine: StochasticEngine, threshold: float, every: int, n_records: int, carry):
-    """Run ``n_records`` blocks of ``every`` steps for every seed; observe after each block."""
+@partial(jax.jit, static_argnums=(0, 1))
+def _advance(engine: StochasticEngine, threshold: float, carry, buffers, start, stop, every):
+    """Records ``start`` to ``stop`` (traced): ``every`` steps for every seed, then observe.
+
+    Observations go into preallocated ``buffers`` (record, seed, ...), so one compiled
+    function serves every chunk length, the final partial block and the progress chunks.
+    """
     vstep = jax.vmap(partial(_one_step, engine, threshold))
 
-    def block(c, _):
+    def block(i, cb):
+        c, bufs = cb
         c = lax.fori_loop(0, every, lambda _, cc: vstep(cc), c)
-        return c, jax.vmap(engine.observe)(c[0])
+        obs = jax.vmap(engine.observe)(c[0])
+        bufs = jax.tree.map(lambda b, o: lax.dynamic_update_index_in_dim(b, o.astype(b.dtype), i, 0), bufs, obs)
+        return c, bufs
 
-    return lax.scan(block, carry, None, length=n_records)
+    return lax.fori_loop(start, stop, block, (carry, buffers))
 
 
 @partial(jax.jit, static_argnums=(0, 1))
@@ -89,39 +95,35 @@ def drive(
     """Run all seeds; return recorded steps, (M, Q, a) per record, escape and divergence steps.
 
     Records are taken at step 0, every ``every`` steps and at the last step. With a
-    ``progress`` callback the outer scan is cut into chunks (one compiled function per
-    chunk length) and ``progress(steps_done)`` is called between chunks.
+    ``progress`` callback the records are run in chunks of about ``chunk_seconds`` (the
+    same compiled function, with traced bounds) and ``progress(steps_done)`` is called
+    between chunks.
     """
     carry, obs0 = _start(engine, threshold, keys)
     n_full, rem = divmod(steps, every)
-    observed = [jax.tree.map(lambda x: x[None], obs0)]
-    done_records = 0
+    n_rec = n_full + 1 + (1 if rem else 0)
+    buffers = jax.tree.map(lambda o: jnp.zeros((n_rec, *o.shape), jnp.float64).at[0].set(o), obs0)
+    advance = partial(_advance, engine, threshold)
     if progress is None:
-        if n_full:
-            carry, obs = _advance(engine, threshold, every, n_full, carry)
-            observed.append(obs)
+        carry, buffers = advance(carry, buffers, 1, n_full + 1, every)
     else:
-        # Time one record's worth of steps, then size chunks to about chunk_seconds.
-        chunk, calls = 1, 0
-        while done_records < n_full:
-            n = min(chunk, n_full - done_records)
+        done, chunk, calls = 0, 1, 0
+        while done < n_full:
+            n = min(chunk, n_full - done)
             t0 = time.perf_counter()
-            carry, obs = _advance(engine, threshold, every, n, carry)
-            jax.block_until_ready(carry)
+            carry, buffers = advance(carry, buffers, done + 1, done + 1 + n, every)
+            jax.block_until_ready(buffers)
             dt = time.perf_counter() - t0
-            observed.append(obs)
-            done_records += n
-            progress(done_records * every)
+            done += n
             calls += 1
-            if calls == 2:  # the first call also compiled: size chunks on the second
-                chunk = max(1, min(n_full, int(chunk_seconds / max(dt, 1e-6))))
-                chunk = 2 ** int(math.log2(chunk)) if chunk > 1 else 1  # few distinct shapes
+            progress(done * every)
+            if calls == 2:  # the first call also compiled: size the chunks on the second
+                chunk = max(1, int(chunk_seconds / max(dt, 1e-6)))
     if rem:
-        carry, obs = _advance(engine, threshold, rem, 1, carry)
-        observed.append(obs)
+        carry, buffers = advance(carry, buffers, n_full + 1, n_full + 2, rem)
         if progress is not None:
             progress(steps)
-    M, Q, a = (np.concatenate([np.asarray(o[i]) for o in observed], axis=0) for i in range(3))
+    M, Q, a = (np.asarray(b) for b in buffers)
     recorded = np.arange(n_full + 1, dtype=np.int64) * every
     if rem:
         recorded = np.append(recorded, steps)

@@ -32,6 +32,7 @@ typical start of a uniformly random unit row, Q = I and M = d^{-1/2} (positive).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -68,6 +69,11 @@ def initial_order_parameters(model: Model) -> tuple[np.ndarray, np.ndarray]:
     return Q, np.full((p, r), m0)
 
 
+def _escape_stat(y):
+    """max_j |M_j0| / sqrt(Q_jj)."""
+    return jnp.max(jnp.abs(y["M"][:, 0]) / jnp.sqrt(jnp.diag(y["Q"])))
+
+
 @dataclass(frozen=True)
 class ODE:
     """Deterministic limit of the order parameters, with the finite-d lr^2 term by default."""
@@ -88,6 +94,7 @@ class ODE:
                 raise ValueError(f"ode.{f}: got {v!r}; allowed: a positive number")
 
     # ---------------------------------------------------------------- velocity
+    @functools.lru_cache(maxsize=64)  # noqa: B019 (frozen, hashable engine; one field per model)
     def velocity(self, model: Model, nodes: int | None = None):
         """The vector field (k, state) -> d state / d k, with state = {Q, M, a}."""
         p, r, d = model.p, model.r, model.problem.d
@@ -156,29 +163,21 @@ class ODE:
         if rem:
             ts = np.append(ts, T)
         thr = tr.escape_threshold
-
-        def stat(y):
-            return jnp.max(jnp.abs(y["M"][:, 0]) / jnp.sqrt(jnp.diag(y["Q"])))
-
-        term = diffrax.ODETerm(field)
+        term, event = self._terms(model)
         solver = diffrax.Tsit5()
         ctrl = diffrax.PIDController(rtol=self.rtol, atol=self.atol)
 
         def integrate(t0, y_start, save_ts, with_event):
-            event = None
-            if with_event:
-                event = diffrax.Event(
-                    lambda t, y, args, **kw: stat(y) - thr,
-                    root_finder=optx.Newton(rtol=1e-10, atol=1e-10),
-                )
             return diffrax.diffeqsolve(
                 term, solver, t0, T, None, y_start,
+                args=thr,
                 saveat=diffrax.SaveAt(ts=jnp.asarray(save_ts), t1=True),
-                stepsize_controller=ctrl, event=event, max_steps=self.max_steps, throw=False,
+                stepsize_controller=ctrl, event=event if with_event else None,
+                max_steps=self.max_steps, throw=False,
             )
 
         escape, diverged = -1, -1
-        start_stat = float(stat(y0))
+        start_stat = float(_escape_stat(y0))
         with_event = start_stat < thr
         if not with_event:
             escape = 0
@@ -212,6 +211,16 @@ class ODE:
             "diverged_step": np.array([diverged], dtype=np.int64),
             "info": {"quadrature_nodes": int(nodes), "quadrature_error": err, "second_order": self.second_order},
         }
+
+    @functools.lru_cache(maxsize=64)  # noqa: B019
+    def _terms(self, model: Model):
+        """The ODE term and the escape event, built once per model (so solves reuse compilations)."""
+        field, _ = self.velocity(model)
+        event = diffrax.Event(
+            lambda t, y, args, **kw: _escape_stat(y) - args,
+            root_finder=optx.Newton(rtol=1e-10, atol=1e-10),
+        )
+        return diffrax.ODETerm(field), event
 
     @staticmethod
     def _first_bad(ts, ys) -> int:

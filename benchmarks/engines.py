@@ -1,0 +1,396 @@
+"""Engine throughput benchmark: ``full`` vs ``chain`` vs raw Gaussian sampling, and ``ODE`` horizons.
+
+What is measured (single-index h3 target, h3 student, spherical SGD, p = 1, batch 1,
+lr = 0.1 / d, init m0 = 0.3, one record at the end):
+
+- seed-steps per second of ``Full()`` (float32) and ``Chain()`` (float64) for
+  d in {10^2, 10^3, 10^4, 10^5};
+- the raw Gaussian sampling rate of the machine, the reference for ``full``: a jitted,
+  vmapped ``jax.random.normal(key, (1, d), float32)`` per seed-step inside a
+  ``lax.fori_loop`` with the same seeds x steps shape as the ``full`` run;
+- ``ODE()`` wall time for a long single-index escape at d = 10^6 (lr = 10^-4 / d, m0 = 0.01,
+  escape at ~3.6e11 steps) over 10^9 and over 10^12 steps: adaptive integration, so the
+  horizon costs nothing.
+
+Every timing is the *second* of two identical calls (built engines are cached per
+(engine, model), so the first call pays the compilation); results come back as numpy
+arrays, so execution is complete when ``run`` returns. Ratios are taken within one run of
+this script, which matters on a shared machine.
+
+Usage::
+
+    python benchmarks/engines.py                # full benchmark, JSON + markdown table
+    python benchmarks/engines.py --quick        # smoke version (compilation dominates)
+    python benchmarks/engines.py --update-md    # also rewrite this platform's BENCHMARKS.md section
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from sgdlab import ODE, Chain, Full, Problem, Student, Training, run
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+MD = ROOT / "BENCHMARKS.md"
+
+DIMS = (10**2, 10**3, 10**4, 10**5)
+
+# (seeds, steps) per d, sized for ~1-4 s per timed call on a 2-core CPU.
+CHAIN_SHAPE = {d: (1024, 2000) for d in DIMS}
+FULL_SHAPE = {10**2: (64, 1000), 10**3: (32, 1000), 10**4: (8, 1000), 10**5: (8, 128)}
+
+QUICK_DIMS = (10**2, 10**4)
+QUICK_CHAIN_SHAPE = {d: (64, 100) for d in QUICK_DIMS}
+QUICK_FULL_SHAPE = {10**2: (8, 100), 10**4: (4, 50)}
+
+ODE_D = 10**6
+# lr * d must be small against m0: the lr^2 d noise term of the spherical drift beats the
+# 3 lr m^2 signal when lr d >~ m0 / 3 (at lr = 0.05 / d, m0 = 0.01 the overlap decays to
+# 1e-11 instead of escaping). lr = 1e-4 / d escapes from m0 = 0.01 at ~3.6e11 steps.
+ODE_LR_D = 1e-4
+ODE_M0 = 0.01
+ODE_HORIZONS = (10**9, 10**12)
+QUICK_ODE_HORIZONS = (10**9,)
+
+# Targets
+CHAIN_FLAT_MAX = 1.5  # chain max/min rate over d
+CHAIN_OVER_FULL_MIN = 100.0  # at d = 10^4
+FULL_OVER_RAW_MIN = 0.5  # at each d
+
+
+def _timed(fn, repeat: int) -> tuple[float, float, object]:
+    """(first-call seconds, best later-call seconds, last result)."""
+    t0 = time.perf_counter()
+    out = fn()
+    first = time.perf_counter() - t0
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return first, best, out
+
+
+def _sgd_args(d: int, steps: int):
+    return (
+        Problem(d=d, link="h3"),
+        Student(activation="h3"),
+        Training(lr=0.1 / d, steps=steps, spherical=True, record_every=steps, init=0.3),
+    )
+
+
+def _engine_only(engine, problem, student, training, seeds: int, repeat: int) -> float | None:
+    """Seconds of the compiled step loop alone (no ``run`` bookkeeping such as the risk table).
+
+    Uses sgdlab internals (the cached built engine and the driver); None if they moved.
+    """
+    try:
+        from sgdlab.api import _built
+        from sgdlab.engines._driver import drive, seed_keys
+        from sgdlab.model import Model
+    except ImportError:
+        return None
+    built = _built(engine, Model(problem, student, training))
+    kw = {"steps": training.steps, "every": training.record_every, "threshold": training.escape_threshold}
+    _, best, _ = _timed(lambda: drive(built, seed_keys(0, seeds), **kw), repeat)
+    return best
+
+
+def bench_engine(engine, d: int, seeds: int, steps: int, repeat: int) -> dict:
+    problem, student, training = _sgd_args(d, steps)
+    first, best, _ = _timed(lambda: run(problem, student, training, engine=engine, seeds=seeds, seed=0), repeat)
+    eng = _engine_only(engine, problem, student, training, seeds, repeat)
+    return {
+        "d": d,
+        "seeds": seeds,
+        "steps": steps,
+        "first_call_s": first,
+        "wall_s": best,
+        "seed_steps_per_s": seeds * steps / best,
+        "engine_only_wall_s": eng,
+        "engine_only_seed_steps_per_s": None if eng is None else seeds * steps / eng,
+    }
+
+
+@partial(jax.jit, static_argnums=(1, 2))
+def _raw_normal(keys: jax.Array, d: int, steps: int) -> jax.Array:
+    """One (1, d) float32 normal per seed-step; the key is split per step as in ``Full``."""
+
+    def one(carry):
+        key, acc = carry
+        key, kx = jax.random.split(key)
+        x = jax.random.normal(kx, (1, d), jnp.float32)
+        return key, acc + jnp.sum(x)  # consume every entry so nothing is elided
+
+    vone = jax.vmap(one)
+    acc0 = jnp.zeros(keys.shape[0], jnp.float32)
+    _, acc = lax.fori_loop(0, steps, lambda _, c: vone(c), (keys, acc0))
+    return acc
+
+
+def bench_raw(d: int, seeds: int, steps: int, repeat: int) -> dict:
+    base = jax.random.key(0)
+    keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(seeds))
+    first, best, _ = _timed(lambda: jax.block_until_ready(_raw_normal(keys, d, steps)), repeat)
+    return {
+        "d": d,
+        "seeds": seeds,
+        "steps": steps,
+        "first_call_s": first,
+        "wall_s": best,
+        "seed_steps_per_s": seeds * steps / best,
+        "normals_per_s": seeds * steps * d / best,
+    }
+
+
+def bench_ode(steps: int, repeat: int) -> dict:
+    d = ODE_D
+    problem = Problem(d=d, link="h3")
+    student = Student(activation="h3")
+    lr = ODE_LR_D / d
+    training = Training(lr=lr, steps=steps, spherical=True, record_every=steps // 100, init=ODE_M0)
+    first, best, res = _timed(lambda: run(problem, student, training, engine=ODE()), repeat)
+    return {
+        "d": d,
+        "lr": lr,
+        "init": ODE_M0,
+        "steps": steps,
+        "record_every": steps // 100,
+        "first_call_s": first,
+        "wall_s": best,
+        "escape_step": int(res.escape_step[0]),
+        "diverged_step": int(res.diverged_step[0]),
+    }
+
+
+def machine_info(device: str) -> dict:
+    u = platform.uname()
+    dev = jax.devices()[0]
+    return {
+        "device_label": device,
+        "processor": platform.processor() or u.machine,
+        "uname": f"{u.system} {u.release} {u.machine}",
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "jax_backend": jax.default_backend(),
+        "jax_device": getattr(dev, "device_kind", str(dev)),
+        "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def evaluate(rows: list[dict]) -> list[dict]:
+    chain = [r["chain"]["seed_steps_per_s"] for r in rows]
+    chain_e = [r["chain"]["engine_only_seed_steps_per_s"] for r in rows]
+    targets = []
+    flat = max(chain) / min(chain)
+    flat_e = None if None in chain_e else max(chain_e) / min(chain_e)
+    dims = [r["d"] for r in rows]
+    lo, hi = _sci(min(dims)), _sci(max(dims))
+    targets.append(
+        {
+            "name": f"chain throughput flat in d (max/min <= {CHAIN_FLAT_MAX}x, d = {lo}..{hi})",
+            "value": flat,
+            "pass": flat <= CHAIN_FLAT_MAX,
+            "detail": f"max/min = {flat:.2f}x (engine only {_opt(flat_e, '.2f')}x)",
+        }
+    )
+    at = [r for r in rows if r["d"] == 10**4]
+    if at:
+        ratio, ratio_e = at[0]["chain_over_full"], at[0]["engine_only_chain_over_full"]
+        targets.append(
+            {
+                "name": f"chain >= {CHAIN_OVER_FULL_MIN:.0f}x full at d = 10^4",
+                "value": ratio,
+                "pass": ratio >= CHAIN_OVER_FULL_MIN,
+                "detail": f"chain/full = {ratio:.0f}x (engine only {_opt(ratio_e, '.0f')}x)",
+            }
+        )
+    worst = min(rows, key=lambda r: r["full_over_raw"])
+    targets.append(
+        {
+            "name": f"full within 2x of raw Gaussian sampling at each d (full/raw >= {FULL_OVER_RAW_MIN})",
+            "value": worst["full_over_raw"],
+            "pass": worst["full_over_raw"] >= FULL_OVER_RAW_MIN,
+            "detail": "full/raw = "
+            + ", ".join(
+                f"{r['full_over_raw']:.2f} ({_opt(r['engine_only_full_over_raw'], '.2f')}) at d={_sci(r['d'])}"
+                for r in rows
+            ),
+        }
+    )
+    return targets
+
+
+def _div(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a / b
+
+
+def _opt(x: float | None, fmt: str) -> str:
+    return "n/a" if x is None else format(x, fmt)
+
+
+def _sci(x: float) -> str:
+    e = len(str(int(x))) - 1
+    return f"10^{e}" if int(x) == 10**e else f"{x:g}"
+
+
+def _rate(x: float | None) -> str:
+    if x is None:
+        return "n/a"
+    return f"{x:.3g}".replace("e+0", "e").replace("e+", "e")
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    lines = [
+        f"Machine: {m['cpu_model']} ({m['cpu_count']} cores visible), {m['uname']}; "
+        f"jax {m['jax']} on `{m['jax_backend']}` ({m['jax_device']}); python {m['python']}; {m['date']}"
+        + (" — **quick run**" if report["quick"] else "")
+        + ".",
+        "",
+        "Seed-steps per second (second of two identical calls; single-index h3, spherical, p = 1, batch 1, "
+        "lr = 0.1/d, init 0.3). `run` = wall time of `sgdlab.run`; *engine* = the compiled step loop alone "
+        "(`drive` on the cached built engine, i.e. without `run`'s per-call bookkeeping). "
+        "Ratios: `run` numbers, engine-only in parentheses.",
+        "",
+        "| d | chain (f64) seeds x steps | chain run | chain engine | full (f32) seeds x steps | full run "
+        "| full engine | raw N(0,1)^d | full/raw | chain/full |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["rows"]:
+        c, f, w = r["chain"], r["full"], r["raw"]
+        lines.append(
+            f"| {_sci(r['d'])} | {c['seeds']} x {c['steps']} | {_rate(c['seed_steps_per_s'])} "
+            f"| {_rate(c['engine_only_seed_steps_per_s'])} "
+            f"| {f['seeds']} x {f['steps']} | {_rate(f['seed_steps_per_s'])} "
+            f"| {_rate(f['engine_only_seed_steps_per_s'])} | {_rate(w['seed_steps_per_s'])} "
+            f"| {r['full_over_raw']:.2f} ({_opt(r['engine_only_full_over_raw'], '.2f')}) "
+            f"| {r['chain_over_full']:.0f}x ({_opt(r['engine_only_chain_over_full'], '.0f')}x) |"
+        )
+    lines += [
+        "",
+        f"ODE (d = {_sci(ODE_D)}, lr = {ODE_LR_D:g}/d, m0 = {ODE_M0}, spherical, 100 records, second call):",
+        "",
+        "| steps | wall time | escape step | first call (compile) |",
+        "|---|---|---|---|",
+    ]
+    for o in report["ode"]:
+        esc = o["escape_step"]
+        lines.append(f"| {_sci(o['steps'])} | {o['wall_s']:.2f} s | {esc:.4g} | {o['first_call_s']:.1f} s |")
+    lines += ["", "Targets (evaluated on the `run` numbers; engine-only in parentheses):", ""]
+    for t in report["targets"]:
+        lines.append(f"- **{'PASS' if t['pass'] else 'FAIL'}** {t['name']}: {t['detail']}")
+    return "\n".join(lines) + "\n"
+
+
+def update_md(label: str, body: str) -> None:
+    start, end = f"<!-- engines:{label}:start -->", f"<!-- engines:{label}:end -->"
+    block = f"{start}\n{body}{end}"
+    text = MD.read_text() if MD.exists() else "# Benchmarks\n"
+    if start in text and end in text:
+        i, j = text.index(start), text.index(end) + len(end)
+        text = text[:i] + block + text[j:]
+    else:
+        text = text.rstrip("\n") + f"\n\n## {label.upper()}\n\n{block}\n"
+    MD.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small smoke version")
+    ap.add_argument("--device", default=None, help="label for the results (default: jax platform)")
+    ap.add_argument("--repeat", type=int, default=1, help="timed calls after the warm-up; the best is kept")
+    ap.add_argument("--update-md", action="store_true", help="rewrite this label's section of BENCHMARKS.md")
+    ap.add_argument("--out", type=Path, default=None, help="JSON path (default results/engines-<label>.json)")
+    args = ap.parse_args(argv)
+    label = args.device or jax.devices()[0].platform
+
+    dims = QUICK_DIMS if args.quick else DIMS
+    cshape = QUICK_CHAIN_SHAPE if args.quick else CHAIN_SHAPE
+    fshape = QUICK_FULL_SHAPE if args.quick else FULL_SHAPE
+    horizons = QUICK_ODE_HORIZONS if args.quick else ODE_HORIZONS
+
+    rows = []
+    for d in dims:
+        c = bench_engine(Chain(), d, *cshape[d], args.repeat)
+        print(f"chain d={_sci(d)}: {_rate(c['seed_steps_per_s'])} seed-steps/s ({c['wall_s']:.2f} s)", flush=True)
+        f = bench_engine(Full(), d, *fshape[d], args.repeat)
+        print(f"full  d={_sci(d)}: {_rate(f['seed_steps_per_s'])} seed-steps/s ({f['wall_s']:.2f} s)", flush=True)
+        w = bench_raw(d, *fshape[d], args.repeat)
+        print(f"raw   d={_sci(d)}: {_rate(w['seed_steps_per_s'])} seed-steps/s ({w['wall_s']:.2f} s)", flush=True)
+        rows.append(
+            {
+                "d": d,
+                "chain": c,
+                "full": f,
+                "raw": w,
+                "full_over_raw": f["seed_steps_per_s"] / w["seed_steps_per_s"],
+                "chain_over_full": c["seed_steps_per_s"] / f["seed_steps_per_s"],
+                "engine_only_full_over_raw": _div(f["engine_only_seed_steps_per_s"], w["seed_steps_per_s"]),
+                "engine_only_chain_over_full": _div(
+                    c["engine_only_seed_steps_per_s"], f["engine_only_seed_steps_per_s"]
+                ),
+            }
+        )
+    odes = []
+    for steps in horizons:
+        o = bench_ode(steps, args.repeat)
+        print(f"ode   steps={_sci(steps)}: {o['wall_s']:.2f} s, escape step {o['escape_step']}", flush=True)
+        odes.append(o)
+
+    report = {
+        "benchmark": "engines",
+        "quick": args.quick,
+        "machine": machine_info(label),
+        "config": {
+            "problem": "single-index h3, student h3, p = 1, batch 1, spherical SGD, init m0 = 0.3, lr = 0.1/d",
+            "timing": f"best of {args.repeat} call(s) after an identical warm-up call",
+        },
+        "rows": rows,
+        "ode": odes,
+    }
+    report["targets"] = evaluate(rows)
+
+    out = args.out or RESULTS / f"engines-{label}{'-quick' if args.quick else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    md = markdown(report)
+    print()
+    print(md)
+    print(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    if args.update_md:
+        if args.quick:
+            print("--update-md ignored for --quick runs", file=sys.stderr)
+        else:
+            update_md(label, md)
+            print(f"updated {MD.relative_to(ROOT)} section '{label}'")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
