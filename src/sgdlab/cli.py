@@ -1,8 +1,13 @@
-"""The ``sgdlab`` command line: ``run``, ``plot``, ``info`` and ``demo``.
+"""The ``sgdlab`` command line: ``run``, ``plot``, ``sweep``, ``results``, ``info`` and ``demo``.
 
 - ``sgdlab run CONFIG.toml [--engine full|chain|ode] [--seeds N] [--out DIR] [--set key=value ...]``
   runs one configuration and writes ``DIR/trajectory.parquet`` and ``DIR/summary.json``.
-- ``sgdlab plot DIR [DIR ...] [--out FILE.png]`` overlays run folders.
+- ``sgdlab plot DIR [DIR ...] [--out FILE.png]`` overlays run folders;
+  ``sgdlab plot --store STORE [--where key=value ...]`` overlays the matching runs of a store.
+- ``sgdlab sweep CONFIG.toml --grid key=v1,v2 [--grid ...] [--store DIR] [--workers N | --dask ADDRESS]``
+  runs the cartesian product of the grids into a results store (see :mod:`sgdlab.store`),
+  computing only the runs not yet there.
+- ``sgdlab results [--store DIR] [--where key=value ...]`` lists the runs of a store.
 - ``sgdlab info LINK [--student ACT] [--K 8]`` prints Hermite coefficients and the
   information exponent.
 - ``sgdlab demo [--out results/demo]``: a single-index h3 target learnt by spherical SGD on
@@ -206,17 +211,158 @@ def run_command(
 
 @app.command("plot")
 def plot_command(
-    dirs: Annotated[list[Path], typer.Argument(help="Run folders written by 'sgdlab run'.", show_default=False)],
+    dirs: Annotated[
+        list[Path] | None, typer.Argument(help="Run folders written by 'sgdlab run'.", show_default=False)
+    ] = None,
     out: Annotated[Path | None, typer.Option("--out", help="PNG file [<first folder>/figure.png].")] = None,
+    store: Annotated[
+        Path | None, typer.Option("--store", help="Overlay the runs of a results store instead [STORE/figure.png].")
+    ] = None,
+    where: Annotated[
+        list[str] | None, typer.Option("--where", help="With --store: column=value (also != < <= > >=); repeatable.")
+    ] = None,
 ) -> None:
     """Overlay runs: normalised overlap and risk against t = samples / d."""
     from .plot import plot_runs
 
+    if store is not None or where:
+        if dirs:
+            raise ConfigError("plot: got run folders and --store/--where; allowed: either folders or a store query")
+        from .sweep import plot_query
+
+        path, n = plot_query(store if store is not None else Path("results"), where or (), out)
+        _stdout().print(f"wrote {path} ({n} run{'s' if n != 1 else ''})")
+        return
+    if not dirs:
+        raise ConfigError("DIRS: got nothing; allowed: run folders written by 'sgdlab run', or --store DIR [--where ...]")
     try:
         path = plot_runs(dirs, out)
     except (FileNotFoundError, ValueError) as e:
         raise ConfigError(str(e)) from None
     _stdout().print(f"wrote {path}")
+
+
+# --------------------------------------------------------------------------------------
+# sweep and results
+# --------------------------------------------------------------------------------------
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return "-" if not math.isfinite(v) else f"{v:.4g}"
+    return str(v)
+
+
+def _runs_table(rows: list[dict], title: str, *, cached: bool = False, limit: int | None = None) -> Table:
+    from .sweep import varying_columns
+
+    vary = varying_columns(rows)
+    shown = [c for c in ("engine", "d") if c not in vary] + vary
+    table = Table(title=title, show_header=True, header_style="bold")
+    cols = ["key", "status", *shown, "seeds", "escaped", "median escape step", "wall time [s]"]
+    if cached:
+        cols.append("cached")
+    cols += ["created", "error"]
+    for c in cols:
+        table.add_column(c, overflow="fold")
+    style = {"failed": "red", "diverged": "yellow"}
+    for r in rows[:limit] if limit else rows:
+        cells = [r["key"][:12], f"[{style[r['status']]}]{r['status']}[/]" if r["status"] in style else r["status"]]
+        cells += [_cell(r.get(c)) for c in shown]
+        frac = r.get("frac_escaped")
+        cells += [
+            _cell(r.get("n_seeds")),
+            "-" if frac is None else f"{frac:.0%}",
+            _cell(r.get("median_escape_step")),
+            "-" if r.get("wall_time") is None else f"{r['wall_time']:.1f}",
+        ]
+        if cached:
+            cells.append("yes" if r.get("cached") else "")
+        cells += [_cell(r.get("created_at")), _cell(r.get("error"))]
+        table.add_row(*cells)
+    return table
+
+
+@app.command("sweep")
+def sweep_command(
+    config: Annotated[Path, typer.Argument(help="A TOML configuration file (the base).", show_default=False)],
+    grid: Annotated[
+        list[str] | None,
+        typer.Option("--grid", help="dotted.key=v1,v2,...: one axis of the grid; repeatable (cartesian product)."),
+    ] = None,
+    engine: Annotated[str | None, typer.Option("--engine", help="full, chain or ode (overrides the config).")] = None,
+    seeds: Annotated[str | None, typer.Option("--seeds", help="Number of seeds (overrides the config).")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a base key: dotted.key=value; repeatable.")
+    ] = None,
+    store: Annotated[Path, typer.Option("--store", help="Results store folder.")] = Path("results"),
+    workers: Annotated[str | None, typer.Option("--workers", help="Local worker processes [one per core].")] = None,
+    dask: Annotated[
+        str | None, typer.Option("--dask", help="Send the runs to a dask scheduler, e.g. tcp://host:8786.")
+    ] = None,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Run failed runs again.")] = False,
+) -> None:
+    """Run the cartesian product of the grids over a base config; runs already in the store are reused."""
+    from .config import read_toml
+    from .sweep import parse_grid, run_sweep
+
+    n_seeds = _int_option("--seeds", seeds, "a positive integer")
+    n_workers = _int_option("--workers", workers, "a positive integer")
+    if n_workers is not None and n_workers < 1:
+        raise ConfigError(f"--workers: got {workers!r}; allowed: a positive integer")
+    if dask is not None and n_workers is not None:
+        raise ConfigError("--workers: got a value together with --dask; allowed: one of --workers, --dask")
+    axes = parse_grid(grid or ())
+    base = load_config(config, set_ or (), engine=engine, seeds=n_seeds).to_dict()
+    con = _stdout()
+
+    def started(rep) -> None:
+        todo = rep.total - rep.cached
+        where = f"dask scheduler {dask}" if dask else f"{n_workers or 'one per core'} worker(s)"
+        con.print(f"sweep: {rep.total} runs, {rep.cached} cached, {todo} to compute ({where}); store {rep.store}")
+
+    rep = run_sweep(
+        base,
+        axes,
+        store=store,
+        workers=n_workers,
+        dask=dask,
+        retry_failed=retry_failed,
+        progress=True,
+        on_start=started,
+    )
+    rows = rep.table.to_pylist()
+    con.print(_runs_table(rows, f"sgdlab sweep: {store}", cached=True, limit=50))
+    if len(rows) > 50:
+        con.print(f"... {len(rows) - 50} more: sgdlab results --store {store}")
+    con.print(
+        f"{rep.total} runs: {rep.cached} cached, {rep.computed} computed; "
+        f"{rep.failed} failed, {rep.diverged} diverged ({rep.wall_time:.1f} s)"
+    )
+    if rep.failed:
+        con.print("[yellow]note[/]: failed runs are kept with their error; run them again with --retry-failed")
+
+
+@app.command("results")
+def results_command(
+    store: Annotated[Path, typer.Option("--store", help="Results store folder.")] = Path("results"),
+    where: Annotated[
+        list[str] | None, typer.Option("--where", help="column=value (also != < <= > >=); repeatable.")
+    ] = None,
+) -> None:
+    """List the runs of a results store."""
+    from .store import Store
+
+    with Store(store, readonly=True) as st:
+        rows = st.query(where or ())
+    con = _stdout()
+    cond = f" where {' and '.join(where)}" if where else ""
+    if not rows:
+        con.print(f"no runs in {store}{cond}")
+        return
+    con.print(_runs_table(rows, f"{len(rows)} run{'s' if len(rows) != 1 else ''} in {store}{cond}"))
 
 
 # --------------------------------------------------------------------------------------

@@ -168,11 +168,15 @@ class ODE:
         ctrl = diffrax.PIDController(rtol=self.rtol, atol=self.atol)
 
         def integrate(t0, y_start, save_ts, with_event):
+            # one compiled solve: without an event the threshold is +inf and never crossed;
+            # the save grid is padded to a fixed length with T
+            pad = np.full(len(ts), T)
+            pad[: len(save_ts)] = save_ts
             return diffrax.diffeqsolve(
-                term, solver, t0, T, None, y_start,
-                args=thr,
-                saveat=diffrax.SaveAt(ts=jnp.asarray(save_ts), t1=True),
-                stepsize_controller=ctrl, event=event if with_event else None,
+                term, solver, jnp.asarray(t0, jnp.float64), T, None, y_start,
+                args=jnp.asarray(thr if with_event else jnp.inf, jnp.float64),
+                saveat=diffrax.SaveAt(ts=jnp.asarray(pad), t1=True),
+                stepsize_controller=ctrl, event=event,
                 max_steps=self.max_steps, throw=False,
             )
 
@@ -183,7 +187,7 @@ class ODE:
             escape = 0
         sol = integrate(0.0, y0, ts, with_event)
         ys = {k_: np.array(v[: len(ts)]) for k_, v in sol.ys.items()}
-        if with_event and bool(sol.event_mask):
+        if with_event and bool(jnp.any(sol.event_mask)):
             # saved: the ts before the event, then the state at the event, then inf
             t_event = float(np.max(np.where(np.isfinite(sol.ts), sol.ts, -np.inf)))
             escape = int(math.ceil(t_event - 1e-9))
