@@ -234,7 +234,9 @@ def plot_command(
         _stdout().print(f"wrote {path} ({n} run{'s' if n != 1 else ''})")
         return
     if not dirs:
-        raise ConfigError("DIRS: got nothing; allowed: run folders written by 'sgdlab run', or --store DIR [--where ...]")
+        raise ConfigError(
+            "DIRS: got nothing; allowed: run folders written by 'sgdlab run', or --store DIR [--where ...]"
+        )
     try:
         path = plot_runs(dirs, out)
     except (FileNotFoundError, ValueError) as e:
@@ -255,21 +257,36 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
+def _wide_stdout() -> Console:
+    """Standard output for wide tables: the terminal's width, or 200 columns into a file or pipe."""
+    con = Console(file=sys.stdout, highlight=False)
+    return con if con.is_terminal else Console(file=sys.stdout, highlight=False, width=200)
+
+
 def _runs_table(rows: list[dict], title: str, *, cached: bool = False, limit: int | None = None) -> Table:
+    """Runs as a table: key prefix, status, the configuration fields that differ between
+    the runs (engine and d otherwise), escape statistics, wall time, creation time, error."""
     from .sweep import varying_columns
 
     vary = varying_columns(rows)
     shown = [c for c in ("engine", "d") if c not in vary] + vary
+    errors = any(r.get("error") for r in rows)
     table = Table(title=title, show_header=True, header_style="bold")
-    cols = ["key", "status", *shown, "seeds", "escaped", "median escape step", "wall time [s]"]
+    table.add_column("key", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    for c in shown:
+        table.add_column(c, min_width=len(c))
+    for c in ("seeds", "escaped", "median escape", "wall \\[s]"):
+        table.add_column(c, justify="right")
     if cached:
-        cols.append("cached")
-    cols += ["created", "error"]
-    for c in cols:
-        table.add_column(c, overflow="fold")
+        table.add_column("cached")
+    table.add_column("created (UTC)", no_wrap=True)
+    if errors:
+        table.add_column("error", overflow="fold")
     style = {"failed": "red", "diverged": "yellow"}
     for r in rows[:limit] if limit else rows:
-        cells = [r["key"][:12], f"[{style[r['status']]}]{r['status']}[/]" if r["status"] in style else r["status"]]
+        st = r["status"]
+        cells = [r["key"][:10], f"[{style[st]}]{st}[/]" if st in style else st]
         cells += [_cell(r.get(c)) for c in shown]
         frac = r.get("frac_escaped")
         cells += [
@@ -280,7 +297,10 @@ def _runs_table(rows: list[dict], title: str, *, cached: bool = False, limit: in
         ]
         if cached:
             cells.append("yes" if r.get("cached") else "")
-        cells += [_cell(r.get("created_at")), _cell(r.get("error"))]
+        created = r.get("created_at") or ""
+        cells.append(created[:16].replace("T", " ") or "-")
+        if errors:
+            cells.append(_cell(r.get("error")))
         table.add_row(*cells)
     return table
 
@@ -305,8 +325,7 @@ def sweep_command(
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Run failed runs again.")] = False,
 ) -> None:
     """Run the cartesian product of the grids over a base config; runs already in the store are reused."""
-    from .config import read_toml
-    from .sweep import parse_grid, run_sweep
+    from .sweep import default_workers, parse_grid, run_sweep
 
     n_seeds = _int_option("--seeds", seeds, "a positive integer")
     n_workers = _int_option("--workers", workers, "a positive integer")
@@ -320,7 +339,8 @@ def sweep_command(
 
     def started(rep) -> None:
         todo = rep.total - rep.cached
-        where = f"dask scheduler {dask}" if dask else f"{n_workers or 'one per core'} worker(s)"
+        n = min(n_workers or default_workers(), max(todo, 1))
+        where = f"dask scheduler {dask}" if dask else ("in this process" if n == 1 else f"{n} worker processes")
         con.print(f"sweep: {rep.total} runs, {rep.cached} cached, {todo} to compute ({where}); store {rep.store}")
 
     rep = run_sweep(
@@ -334,7 +354,7 @@ def sweep_command(
         on_start=started,
     )
     rows = rep.table.to_pylist()
-    con.print(_runs_table(rows, f"sgdlab sweep: {store}", cached=True, limit=50))
+    _wide_stdout().print(_runs_table(rows, f"sgdlab sweep: {store}", cached=True, limit=50))
     if len(rows) > 50:
         con.print(f"... {len(rows) - 50} more: sgdlab results --store {store}")
     con.print(
@@ -362,7 +382,7 @@ def results_command(
     if not rows:
         con.print(f"no runs in {store}{cond}")
         return
-    con.print(_runs_table(rows, f"{len(rows)} run{'s' if len(rows) != 1 else ''} in {store}{cond}"))
+    _wide_stdout().print(_runs_table(rows, f"{len(rows)} run{'s' if len(rows) != 1 else ''} in {store}{cond}"))
 
 
 # --------------------------------------------------------------------------------------

@@ -177,9 +177,7 @@ def parse_where(text: str) -> tuple[str, str, Any]:
 
     m = _WHERE.match(text)
     if m is None or m.group(3) == "":
-        raise ConfigError(
-            f"--where: got {text!r}; allowed: column=value (or !=, <, <=, >, >=), e.g. train.lr=0.01"
-        )
+        raise ConfigError(f"--where: got {text!r}; allowed: column=value (or !=, <, <=, >, >=), e.g. train.lr=0.01")
     name, op, raw = m.groups()
     op = "=" if op == "==" else op
     if name in ("key", "status", "error", "created_at", "version"):
@@ -192,6 +190,11 @@ def parse_where(text: str) -> tuple[str, str, Any]:
 # --------------------------------------------------------------------------------------
 # The store
 # --------------------------------------------------------------------------------------
+
+
+def host_tag() -> str:
+    """This machine's name as used in temporary folder names (no dots)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -297,13 +300,12 @@ class Store:
         return self.root / RUNS / key
 
     def _tmp_name(self, key: str) -> Path:
-        host = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
-        return self.root / TMP / f"{key[:16]}.{host}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        return self.root / TMP / f"{key[:16]}.{host_tag()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
 
     def clean_tmp(self) -> list[Path]:
         """Remove temporary folders whose writer is gone (same host, process not alive) or
         that are older than a day; return them."""
-        host = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
+        host = host_tag()
         removed = []
         tmp = self.root / TMP
         if not tmp.is_dir():
@@ -407,13 +409,14 @@ class Store:
             adopted.append(p.name)
         return adopted
 
-    def put(self, key: str, config: Config | Mapping[str, Any], result: Result) -> str:
-        """Store a finished run atomically; return its status (``done`` or ``diverged``)."""
+    def put(self, key: str, config: Config | Mapping[str, Any], result: Result, **extra: Any) -> str:
+        """Store a finished run atomically; return its status (``done`` or ``diverged``).
+        ``extra`` keys are added to its ``summary.json``."""
         cfg = _config_dict(config)
         dest = self.run_dir(key)
         tmp = self._tmp_name(key)
         try:
-            write_run(result, cfg, tmp, run_key=key)
+            write_run(result, cfg, tmp, run_key=key, **extra)
             try:
                 os.rename(tmp, dest)
             except OSError:
@@ -440,7 +443,9 @@ class Store:
         self._insert(row)
         return row["status"]
 
-    def put_failed(self, key: str, config: Config | Mapping[str, Any], error: str, wall_time: float | None = None) -> None:
+    def put_failed(
+        self, key: str, config: Config | Mapping[str, Any], error: str, wall_time: float | None = None
+    ) -> None:
         """Record a run that raised: an index row with status ``failed`` and the error, no folder."""
         from datetime import UTC, datetime
 
@@ -464,7 +469,9 @@ class Store:
 
     # ---- reading ----
 
-    def query(self, where: Iterable[str | tuple[str, str, Any]] = (), *, keys: Iterable[str] | None = None) -> list[dict]:
+    def query(
+        self, where: Iterable[str | tuple[str, str, Any]] = (), *, keys: Iterable[str] | None = None
+    ) -> list[dict]:
         """Index rows (dicts) matching every condition of ``where`` (``"train.lr=0.01"`` or
         ``(column, op, value)``), ordered by creation time. Configuration values come from
         the stored configuration (lists as lists); ``path`` is the run folder."""

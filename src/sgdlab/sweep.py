@@ -40,7 +40,7 @@ from .config import (
     load_config,
     parse_override,
 )
-from .store import Store, rows_to_table, run_key
+from .store import Store, rows_to_table, run_key, sgdlab_version
 
 __all__ = ["SweepReport", "expand_grid", "parse_grid", "plot_query", "run_sweep", "sweep"]
 
@@ -89,7 +89,9 @@ def parse_grid(items: Iterable[str]) -> dict[str, list[Any]]:
             raise ConfigError(f"--grid: got {key!r} twice; allowed: each key in one --grid with all its values")
         values = _split_top(raw)
         if raw == "" or any(v == "" for v in values):
-            raise ConfigError(f"--grid: got {text!r} (an empty value); allowed: dotted.key=v1,v2,... with no empty value")
+            raise ConfigError(
+                f"--grid: got {text!r} (an empty value); allowed: dotted.key=v1,v2,... with no empty value"
+            )
         parsed = []
         for v in values:
             parts, value = parse_override(f"{key}={v}")
@@ -139,19 +141,21 @@ def expand_grid(
 
 
 def compute(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Run one resolved configuration; never raises. Returns ``{"result": Result}`` or
+    """Run one resolved configuration; never raises. Returns ``{"result": Result, "versions":
+    {package: version}}`` (the worker's packages) or
     ``{"error": "Type: message", "wall_time": seconds}``. This is what a worker executes."""
     t0 = time.perf_counter()
     try:
         from . import run as run_sgd
         from .config import validate_config
+        from .io import package_versions
 
         cfg = validate_config(config)
         built = build(cfg, engine=True)
         result = run_sgd(
             built.problem, built.student, built.training, engine=built.engine, seeds=cfg.seeds, seed=cfg.seed
         )
-        return {"result": result}
+        return {"result": result, "versions": package_versions()}
     except Exception as e:  # noqa: BLE001 - every failure is recorded, none stops the sweep
         tb = traceback.extract_tb(e.__traceback__)
         where = f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
@@ -235,21 +239,23 @@ def _iter_local(configs: list[dict], workers: int) -> Iterable[tuple[int, dict]]
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_worker_init) as ex:
+    ex = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_worker_init)
+    finished = False
+    try:
         futures = {ex.submit(compute, c): i for i, c in enumerate(configs)}
         pending = set(futures)
-        try:
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for f in done:
-                    try:
-                        out = f.result()
-                    except Exception as e:  # noqa: BLE001 - e.g. a worker process that died
-                        out = {"error": _one_line(f"{type(e).__name__}: {e}")}
-                    yield futures[f], out
-        finally:
-            for f in pending:
-                f.cancel()
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for f in done:
+                try:
+                    out = f.result()
+                except Exception as e:  # noqa: BLE001 - e.g. a worker process that died
+                    out = {"error": _one_line(f"{type(e).__name__}: {e}")}
+                yield futures[f], out
+        finished = True
+    finally:
+        # interrupted: drop the queued runs and do not wait for the running ones
+        ex.shutdown(wait=finished, cancel_futures=True)
 
 
 def _iter_dask(configs: list[dict], address: str) -> Iterable[tuple[int, dict]]:
@@ -257,14 +263,18 @@ def _iter_dask(configs: list[dict], address: str) -> Iterable[tuple[int, dict]]:
     try:
         from distributed import Client, as_completed
     except ImportError:  # pragma: no cover - a declared dependency
-        raise ConfigError("--dask: got an address but dask.distributed is not installed; allowed: pip install 'dask[distributed]'") from None
+        raise ConfigError(
+            "--dask: got an address but dask.distributed is not installed; allowed: pip install 'dask[distributed]'"
+        ) from None
     try:
         client = Client(address, timeout="30s", set_as_default=False)
     except (OSError, TimeoutError, ValueError) as e:
-        raise ConfigError(_one_line(f"--dask: got {address!r} ({e}); allowed: the address of a running dask scheduler")) from None
+        raise ConfigError(
+            _one_line(f"--dask: got {address!r} ({e}); allowed: the address of a running dask scheduler")
+        ) from None
     try:
         futures = {client.submit(compute, c, pure=False): i for i, c in enumerate(configs)}
-        for f in as_completed(list(futures)):
+        for f in as_completed(list(futures), loop=client.loop):
             try:
                 out = f.result()
             except Exception as e:  # noqa: BLE001 - a worker lost, a task killed
@@ -308,6 +318,7 @@ def run_sweep(
         bar = _Bar(report.total, report.cached, progress)
         try:
             payload = [configs[i].to_dict() for i in todo]
+            mine = sgdlab_version()
             if dask:
                 outcomes = _iter_dask(payload, dask)
             else:
@@ -315,8 +326,11 @@ def run_sweep(
                 outcomes = _iter_local(payload, min(n, max(1, len(todo))))
             for j, out in outcomes:
                 i = todo[j]
+                theirs = (out.get("versions") or {}).get("sgdlab", mine)
+                if "result" in out and theirs != mine:
+                    out = {"error": f"VersionMismatch: the worker runs sgdlab {theirs}, this process sgdlab {mine}"}
                 if "result" in out:
-                    st.put(keys[i], configs[i], out["result"])
+                    st.put(keys[i], configs[i], out["result"], worker_versions=out.get("versions"))
                 else:
                     st.put_failed(keys[i], configs[i], out["error"], out.get("wall_time"))
                 report.computed += 1
@@ -415,7 +429,10 @@ def plot_query(store: Store | str | Path, where: Iterable[str] = (), out: str | 
             st.close()
     where = list(where)
     if not rows:
-        raise ConfigError(f"--where: got {' '.join(where) or 'no condition'}; allowed: a query matching finished runs in {str(st.root)!r}")
+        raise ConfigError(
+            f"--where: got {' '.join(where) or 'no condition'}; "
+            f"allowed: a query matching finished runs in {str(st.root)!r}"
+        )
     vary = varying_columns(rows)
     out_path = Path(out) if out is not None else st.root / "figure.png"
     fig, (ax_m, ax_r) = plt.subplots(2, 1, figsize=(7.5, 6.5), sharex=True, constrained_layout=True)

@@ -22,7 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-__all__ = ["StochasticEngine", "drive", "seed_keys"]
+__all__ = ["MAX_NORM2", "StochasticEngine", "drive", "seed_keys"]
+
+MAX_NORM2 = 1e30  # a squared row norm (or a_j^2) beyond this counts as divergence (far before overflow)
 
 
 def seed_keys(seed: int, n: int) -> jax.Array:

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from .._wishart import psd_cholesky, wishart, wishart_quadratic
 from ..model import Model
-from ._driver import StochasticEngine
+from ._driver import MAX_NORM2, StochasticEngine
 
 __all__ = ["Chain", "initial_gram"]
 
@@ -74,13 +74,13 @@ class Chain:
         def init(key):
             ki, kn = jax.random.split(key)
             Q, M = initial_gram(model, ki)
-            return {"G": assemble(Q, M), "a": a0, "key": kn, "neg": jnp.zeros((), bool)}
+            G = assemble(Q, M)
+            L, worst = psd_cholesky(G)
+            return {"G": G, "L": L, "worst": worst, "a": a0, "key": kn}
 
         def step(s):
-            G, a = s["G"], s["a"]
+            G, L, a = s["G"], s["L"], s["a"]
             key, ky, kxi, kk = jax.random.split(s["key"], 4)
-            L, worst = psd_cholesky(G)
-            neg = worst < -PSD_TOL
             Y = jax.random.normal(ky, (n, P))
             Z = Y @ L.T
             xi = jax.random.normal(kxi, (n,))
@@ -104,7 +104,9 @@ class Chain:
                 Mn = Mn * sc[:, None]
             if stu.trained:
                 a = a - lr_a * ga
-            return {"G": assemble(Qn, Mn), "a": a, "key": key, "neg": neg}
+            G = assemble(Qn, Mn)
+            L, worst = psd_cholesky(G)  # the factor of the new Gram matrix: used by the next step
+            return {"G": G, "L": L, "worst": worst, "a": a, "key": key}
 
         def escape_stat(s):
             G = s["G"]
@@ -112,7 +114,13 @@ class Chain:
 
         def healthy(s):
             G = s["G"]
-            return jnp.all(jnp.isfinite(G)) & jnp.all(jnp.isfinite(s["a"])) & ~s["neg"] & jnp.all(jnp.diag(G) > 0)
+            qd = jnp.diag(G)[:p]
+            return (
+                jnp.all(jnp.isfinite(G))
+                & (s["worst"] >= -PSD_TOL)
+                & jnp.all((qd > 0) & (qd < MAX_NORM2))
+                & jnp.all(jnp.abs(s["a"]) < MAX_NORM2**0.5)
+            )
 
         def observe(s):
             G = s["G"]

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from ..model import Model
-from ._driver import StochasticEngine
+from ._driver import MAX_NORM2, StochasticEngine
 
 __all__ = ["Full"]
 
@@ -78,7 +78,9 @@ class Full:
             return jnp.max(jnp.abs(W[:, 0]) / jnp.linalg.norm(W, axis=1))
 
         def healthy(s):
-            return jnp.all(jnp.isfinite(s["W"])) & jnp.all(jnp.isfinite(s["a"]))
+            # finite, and far from overflow: W W^T and the risk must stay representable
+            norm2 = jnp.sum(s["W"].astype(jnp.float64) ** 2, axis=1)
+            return jnp.all(norm2 < MAX_NORM2) & jnp.all(jnp.abs(s["a"]) < MAX_NORM2**0.5)
 
         def observe(s):
             W = s["W"]
