@@ -47,9 +47,12 @@ class _OneLineErrors(TyperGroup):
             _fail(_usage_message(e), e.exit_code if e.exit_code else 2)
         except ConfigError as e:
             _fail(str(e), 2)
-        except _click.exceptions.Abort:
+        except (KeyboardInterrupt, EOFError):
             print("error: aborted", file=sys.stderr)
-            sys.exit(1)
+            sys.exit(130)
+        except BrokenPipeError:  # output piped into e.g. `head`
+            sys.stderr.close()
+            sys.exit(0)
         if not standalone_mode:
             return rv
         sys.exit(rv if isinstance(rv, int) else 0)
