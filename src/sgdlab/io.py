@@ -154,3 +154,49 @@ def trajectory_by_seed(table: pa.Table, columns: list[str]) -> dict[str, np.ndar
     for c in columns:
         out[c] = np.asarray(table.column(c).to_numpy(zero_copy_only=False), dtype=np.float64)[order].reshape(S, R)
     return out
+
+
+def read_result(run_dir: str | Path) -> Result:
+    """Rebuild the :class:`~sgdlab.Result` written to ``run_dir`` by :func:`write_run`."""
+    table, summary = read_run(run_dir)
+    names = table.column_names
+    p = 1 + max(int(n.split("_")[1]) for n in names if n.startswith("M_"))
+    r = 1 + max(int(n.split("_")[2]) for n in names if n.startswith("M_"))
+    trained = "a_0" in names
+    cols = [f"M_{i}_{j}" for i in range(p) for j in range(r)]
+    cols += [f"Q_{i}_{j}" for i in range(p) for j in range(i, p)]
+    cols += [f"a_{i}" for i in range(p)] if trained else []
+    by = trajectory_by_seed(table, [*cols, "risk"])
+    S, R = by["risk"].shape
+    M = np.zeros((S, R, p, r))
+    Q = np.zeros((S, R, p, p))
+    for i in range(p):
+        for j in range(r):
+            M[:, :, i, j] = by[f"M_{i}_{j}"]
+        for j in range(i, p):
+            Q[:, :, i, j] = Q[:, :, j, i] = by[f"Q_{i}_{j}"]
+    if trained:
+        a = np.stack([by[f"a_{i}"] for i in range(p)], axis=-1)
+    else:
+        a0 = ((summary.get("config") or {}).get("student") or {}).get("a0", 1.0)
+        a = np.broadcast_to(np.asarray(a0, dtype=np.float64), (S, R, p)).copy()
+
+    def steps_of(values: list) -> np.ndarray:
+        return np.array([-1 if v is None else int(v) for v in values], dtype=np.int64)
+
+    return Result(
+        engine=summary.get("engine", "?"),
+        d=int(summary["d"]),
+        batch=int(summary["batch"]),
+        steps=by["step"].astype(np.int64),
+        M=M,
+        Q=Q,
+        a=a,
+        risk=by["risk"],
+        escape_step=steps_of(summary.get("escape_step") or [None] * S),
+        diverged_step=steps_of(summary.get("diverged") or [None] * S),
+        seeds=by["seed"].astype(np.int64),
+        trained_second_layer=trained,
+        wall_time=float(summary.get("wall_time") or 0.0),
+        info=summary.get("info") or {},
+    )

@@ -47,7 +47,7 @@ import numpy as np
 import pyarrow as pa
 
 from .config import Config, ConfigError
-from .io import SUMMARY, TRAJECTORY, read_run, write_run
+from .io import SUMMARY, TRAJECTORY, read_result, read_run, write_run
 from .result import Result
 
 __all__ = [
@@ -553,51 +553,4 @@ def load_trajectory(store: Store | str | Path, key: str) -> pa.Table:
 
 def load_result(store: Store | str | Path, key: str) -> Result:
     """Rebuild the :class:`~sgdlab.Result` of run ``key`` from its folder."""
-    table, summary = read_run(_resolve(store, key))
-    cfg = summary.get("config") or {}
-    names = table.column_names
-    seed = table.column("seed").to_numpy()
-    step = table.column("step").to_numpy()
-    order = np.lexsort((step, seed))
-    seeds = np.unique(seed)
-    S = len(seeds)
-    R = len(seed) // S if S else 0
-
-    def col(name: str) -> np.ndarray:
-        return np.asarray(table.column(name).to_numpy(zero_copy_only=False), dtype=np.float64)[order].reshape(S, R)
-
-    p = 1 + max(int(n.split("_")[1]) for n in names if n.startswith("M_"))
-    r = 1 + max(int(n.split("_")[2]) for n in names if n.startswith("M_"))
-    M = np.zeros((S, R, p, r))
-    Q = np.zeros((S, R, p, p))
-    for i in range(p):
-        for j in range(r):
-            M[:, :, i, j] = col(f"M_{i}_{j}")
-        for j in range(i, p):
-            Q[:, :, i, j] = Q[:, :, j, i] = col(f"Q_{i}_{j}")
-    trained = "a_0" in names
-    if trained:
-        a = np.stack([col(f"a_{i}") for i in range(p)], axis=-1)
-    else:
-        a0 = (cfg.get("student") or {}).get("a0", 1.0)
-        a = np.broadcast_to(np.asarray(a0, dtype=np.float64), (S, R, p)).copy()
-
-    def steps_of(values: list) -> np.ndarray:
-        return np.array([-1 if v is None else int(v) for v in values], dtype=np.int64)
-
-    return Result(
-        engine=summary.get("engine", "?"),
-        d=int(summary["d"]),
-        batch=int(summary["batch"]),
-        steps=step[order][:R].astype(np.int64),
-        M=M,
-        Q=Q,
-        a=a,
-        risk=col("risk"),
-        escape_step=steps_of(summary.get("escape_step") or [None] * S),
-        diverged_step=steps_of(summary.get("diverged") or [None] * S),
-        seeds=seeds.astype(np.int64),
-        trained_second_layer=trained,
-        wall_time=float(summary.get("wall_time") or 0.0),
-        info=summary.get("info") or {},
-    )
+    return read_result(_resolve(store, key))
