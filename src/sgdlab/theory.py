@@ -148,7 +148,10 @@ def V(m, link, student=None, *, loss: str = "square", noise: float = 0.0, nodes:
     m = np.asarray(m, dtype=np.float64)
     shape = m.shape
     mf = m.reshape(-1)
-    v = mf[:, None, None] * z[None, :, None] + np.sqrt(np.clip(1.0 - mf * mf, 0.0, None))[:, None, None] * z[None, None, :]
+    v = (
+        mf[:, None, None] * z[None, :, None]
+        + np.sqrt(np.clip(1.0 - mf * mf, 0.0, None))[:, None, None] * z[None, None, :]
+    )
     gv = _evaluate(g, v)  # (M, N1, N2): axis 1 is u = z1
     d2 = (dsu * dsu)[None, :, None]
     if loss == "square":
@@ -214,8 +217,16 @@ def escape_integral(link, m0: float, m1: float, student=None, *, K: int = 8) -> 
 
 
 def escape_steps_effective(
-    link, m0: float, m1: float, lr: float, d: float, student=None,
-    *, loss: str = "square", noise: float = 0.0, K: int = 8,
+    link,
+    m0: float,
+    m1: float,
+    lr: float,
+    d: float,
+    student=None,
+    *,
+    loss: str = "square",
+    noise: float = 0.0,
+    K: int = 8,
 ) -> float:
     r"""Steps for the effective dynamics :func:`effective_drift` to go from :math:`m_0` to :math:`m_1`:
 
@@ -231,7 +242,11 @@ def escape_steps_effective(
         return math.inf
     val, _ = scipy.integrate.quad(
         lambda m: 1.0 / float(effective_drift(m, lr, d, link, student, loss=loss, noise=noise, K=K)),
-        m0, m1, epsabs=0.0, epsrel=1e-10, limit=500,
+        m0,
+        m1,
+        epsabs=0.0,
+        epsrel=1e-10,
+        limit=500,
     )
     return float(val)
 
@@ -260,7 +275,9 @@ def _exponent_and_ck(link, student, K):
     return k, ck
 
 
-def critical_overlap(link, lr: float, d: float, student=None, *, loss: str = "square", noise: float = 0.0, K: int = 8) -> float:
+def critical_overlap(
+    link, lr: float, d: float, student=None, *, loss: str = "square", noise: float = 0.0, K: int = 8
+) -> float:
     r"""Critical overlap below which the equator attracts, for information exponent :math:`k \ge 3`:
 
     .. math:: m_c = \left(\frac{\eta\, d\, V(0)}{2 k |c_k|}\right)^{1/(k-2)}, \qquad c_k = c_k(g)\, c_k(\sigma),
@@ -280,7 +297,9 @@ def critical_overlap(link, lr: float, d: float, student=None, *, loss: str = "sq
     return (lr * d * V0 / (2.0 * k * abs(ck))) ** (1.0 / (k - 2))
 
 
-def critical_lr_closed_form(link, m0: float, d: float, student=None, *, loss: str = "square", noise: float = 0.0, K: int = 8) -> float:
+def critical_lr_closed_form(
+    link, m0: float, d: float, student=None, *, loss: str = "square", noise: float = 0.0, K: int = 8
+) -> float:
     r"""Inverse of :func:`critical_overlap` in the step size: :math:`\eta_c = 2 k |c_k| m_0^{k-2} / (d V(0))`.
 
     For :math:`k = 2` this is :math:`4 |c_2| / (d V(0))` (independent of :math:`m_0`); for
@@ -295,8 +314,16 @@ def critical_lr_closed_form(link, m0: float, d: float, student=None, *, loss: st
 
 
 def critical_lr(
-    link, m0: float, d: float, student=None, *, m1: float = 0.5, loss: str = "square",
-    noise: float = 0.0, K: int = 8, rtol: float = 1e-6,
+    link,
+    m0: float,
+    d: float,
+    student=None,
+    *,
+    m1: float = 0.5,
+    loss: str = "square",
+    noise: float = 0.0,
+    K: int = 8,
+    rtol: float = 1e-6,
 ) -> float:
     r"""Largest step size for which the effective dynamics escape from :math:`m_0` to :math:`m_1`:
     the supremum of :math:`\eta` with :math:`\eta\,\mathrm{drift}(m) > \tfrac{\eta^2 d}{2} m V(m)` on
