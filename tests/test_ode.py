@@ -119,3 +119,15 @@ def test_ode_matches_chain_for_a_trained_committee_with_batches_and_noise():
     first = run(pb, st, tr, engine=ODE(nodes=8, second_order=False))
     q_mean, q_se = ch.Q[:, -1, 0, 0].mean(), ch.Q[:, -1, 0, 0].std() / math.sqrt(seeds)
     assert abs(first.Q[0, -1, 0, 0] - q_mean) > 20 * q_se
+
+
+def test_runaway_is_reported_as_divergence_not_a_hang():
+    """Plain SGD with a step far too large: Q explodes. The ODE stops at the divergence
+    event (a squared norm past MAX_NORM2), reports the step, and later records are NaN.
+    Catches a solver that grinds to max_steps or returns inf silently."""
+    tr = Training(lr=1.0, steps=10_000, record_every=1000, init=0.3)
+    res = run(Problem(d=100, link="h3"), Student(activation="h3"), tr, engine=ODE())
+    k = res.diverged_step[0]
+    assert 0 < k < 10_000
+    after = res.steps >= k
+    assert np.isnan(res.Q[0][after]).all() and np.isfinite(res.Q[0][~after]).all()

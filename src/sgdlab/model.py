@@ -20,6 +20,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from . import smoothing as _sm
 from ._functions import resolve_fn
 
 __all__ = ["Problem", "Student", "Training", "LOSSES", "OUTPUT_SCALES"]
@@ -183,6 +184,14 @@ class Training:
       are always recorded).
     - ``escape_threshold``: escape (weak recovery) is the first step at which some row has
       |M_j0| / sqrt(Q_jj) >= threshold; it is checked after every step.
+    - ``smoothing``: ``None`` (off) or the radius lam > 0 of the smoothed loss of Damian,
+      Nichani, Ge, Lee (2023) (``sgdlab.smoothing``; ``smoothing_lam(d)`` = d^{1/4}): SGD
+      runs on E_z loss((w + lam z) / |w + lam z|), z uniform on the unit sphere orthogonal
+      to the row. It needs the sample's |x|^2 (every engine provides it) and renormalised
+      rows (``spherical`` or ``projected``). ``loss`` stays the *base* loss: the population
+      risk reports the unsmoothed base loss. ``smoothing_nodes``: Gauss–Jacobi nodes in the
+      smoothing variable (default: exact for polynomial activations with square/correlation
+      loss, else 40).
     """
 
     loss: Any = "square"
@@ -195,8 +204,14 @@ class Training:
     record_every: int = 100
     escape_threshold: float = 0.5
     lr_second: float | None = None
+    smoothing: float | None = None
+    smoothing_nodes: int | None = None
 
     def __post_init__(self) -> None:
+        if self.smoothing is not None:
+            object.__setattr__(self, "smoothing", _finite("train.smoothing", self.smoothing, minimum=0.0, strict=True))
+        if self.smoothing_nodes is not None:
+            object.__setattr__(self, "smoothing_nodes", _positive_int("train.smoothing_nodes", self.smoothing_nodes))
         if isinstance(self.loss, str):
             if self.loss not in LOSSES:
                 raise _bad("train.loss", self.loss, "'square', 'correlation' or a JAX function loss(f, y)")
@@ -234,6 +249,10 @@ class Training:
         return self.loss if isinstance(self.loss, str) else getattr(self.loss, "__name__", "custom")
 
     @property
+    def smoothed(self) -> bool:
+        return self.smoothing is not None
+
+    @property
     def renormalise(self) -> bool:
         return self.spherical or self.projected
 
@@ -256,6 +275,11 @@ class Model:
     ``sample_grads`` returns ``c = -d loss / d lambda`` (the negative gradient with
     respect to the student fields, shape ``(p,)``) and ``d loss / d a``.
     The SGD step on W is ``W <- W + lr * C^T X`` with ``C`` the batch mean of ``c``.
+
+    A loss that also needs the sample's squared norm (``needs_norm``: the smoothed loss)
+    takes it as ``x2`` (a scalar per sample; ``(n,)`` in ``batch_grads``); it is an error
+    to leave it out then. Without ``needs_norm``, ``x2`` is ignored and the code path is
+    the one of the base loss. ``base_loss`` is always the unsmoothed training loss.
     """
 
     problem: Problem
@@ -270,31 +294,78 @@ class Model:
     def r(self) -> int:
         return self.problem.r
 
+    @property
+    def needs_norm(self) -> bool:
+        """True when the per-sample loss needs |x|^2 (engines must pass ``x2``)."""
+        return self.training.smoothed
+
     def check(self) -> None:
         """Cross-field checks that no single section can make."""
         p, r, d = self.p, self.r, self.problem.d
         if d <= p + r:
             raise _bad("d", d, f"an integer > width + directions = {p + r}")
+        if self.training.smoothed and not self.training.renormalise:
+            raise _bad("train.smoothing", self.training.smoothing,
+                       "null unless the rows stay on the unit sphere (spherical or projected)")
         init = self.training.init
         if not isinstance(init, str) and r * init**2 > 1:
             raise _bad("train.init", init, f"|m0| <= 1/sqrt(directions) = {1 / math.sqrt(r):.4g}")
 
-    def sample_loss(self, z: jax.Array, a: jax.Array, xi: jax.Array) -> jax.Array:
+    def base_loss(self, z: jax.Array, a: jax.Array, xi: jax.Array) -> jax.Array:
+        """The unsmoothed training loss of one sample."""
         lam, nu = z[: self.p], z[self.p :]
         y = self.problem.label(nu) + self.problem.noise * xi
         return self.training.loss_fn(self.student.output(lam, a), y)
 
-    def sample_grads(self, z: jax.Array, a: jax.Array, xi: jax.Array) -> tuple[jax.Array, jax.Array]:
+    @property
+    def smoothing_rule(self) -> tuple:
+        """(points (N, p), weights (N,)) of the smoothing variables s (float64 numpy)."""
+        deg = _sm.loss_degree_in_s(self.student.activation.degree, self.training.loss)
+        n = _sm.node_count(deg, self.training.smoothing_nodes)
+        return _sm.tensor_sphere_rule(self.problem.d, n, self.p)
+
+    def sample_loss(self, z: jax.Array, a: jax.Array, xi: jax.Array, x2: jax.Array | None = None) -> jax.Array:
+        if not self.needs_norm:
+            return self.base_loss(z, a, xi)
+        if x2 is None:
+            raise ValueError("this loss (smoothed) needs the sample's squared norm x2 = |x|^2")
+        p, lam_s = self.p, self.training.smoothing
+        s_np, w_np = self.smoothing_rule
+        s, w = jnp.asarray(s_np, z.dtype), jnp.asarray(w_np, z.dtype)
+        u = _sm.smoothed_fields(z[:p][None, :], x2, lam_s, s)  # (N, p)
+        zs = jnp.concatenate([u, jnp.broadcast_to(z[p:], (u.shape[0], z.shape[0] - p))], axis=1)
+        return jnp.sum(w * jax.vmap(lambda zz: self.base_loss(zz, a, xi))(zs))
+
+    def sample_grads(
+        self, z: jax.Array, a: jax.Array, xi: jax.Array, x2: jax.Array | None = None
+    ) -> tuple[jax.Array, jax.Array]:
         p = self.p
 
-        def loss_of(lam, a_):
-            return self.sample_loss(jnp.concatenate([lam, z[p:]]), a_, xi)
+        if self.needs_norm:
+
+            def loss_of(lam, a_):
+                return self.sample_loss(jnp.concatenate([lam, z[p:]]), a_, xi, x2)
+
+        else:
+
+            def loss_of(lam, a_):
+                return self.sample_loss(jnp.concatenate([lam, z[p:]]), a_, xi)
 
         g_lam, g_a = jax.grad(loss_of, argnums=(0, 1))(z[:p], a)
         return -g_lam, g_a
 
-    def batch_grads(self, Z: jax.Array, a: jax.Array, xi: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Batch of fields ``Z`` (n, p + r) -> (C (n, p), grad_a (p,)) of the batch-mean loss."""
-        c, ga = jax.vmap(self.sample_grads, in_axes=(0, None, 0))(Z, a, xi)
+    def batch_grads(
+        self, Z: jax.Array, a: jax.Array, xi: jax.Array, x2: jax.Array | None = None
+    ) -> tuple[jax.Array, jax.Array]:
+        """Batch of fields ``Z`` (n, p + r) -> (C (n, p), grad_a (p,)) of the batch-mean loss.
+
+        ``x2`` (n,): the samples' squared norms, required when ``needs_norm``.
+        """
+        if self.needs_norm:
+            if x2 is None:
+                raise ValueError("this loss (smoothed) needs the samples' squared norms x2 = |x|^2")
+            c, ga = jax.vmap(self.sample_grads, in_axes=(0, None, 0, 0))(Z, a, xi, x2)
+        else:
+            c, ga = jax.vmap(self.sample_grads, in_axes=(0, None, 0))(Z, a, xi)
         n = Z.shape[0]
         return c / n, jnp.mean(ga, axis=0)

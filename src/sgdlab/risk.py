@@ -12,6 +12,7 @@ polynomials, Saad–Solla for erf, arc-cosine kernels for relu) and otherwise qu
 (``sgdlab._kernels``). ``square`` reports 1/2 E[(f - y)^2]; ``correlation`` reports -E[y f].
 Targets given as a function of all r fields use (1 + r)- and r-dimensional Gauss–Hermite
 rules; custom losses a (p + r + 1)-dimensional one (noise as the last axis).
+With a smoothed loss (``Training.smoothing``) the risk is that of the unsmoothed base loss.
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ __all__ = ["population_risk", "quadrature_nodes"]
 MAX_POINTS = 200_000  # tensor-product quadrature budget
 
 
-def quadrature_nodes(k: int, cap: int = 40) -> int:
-    """Nodes per axis for a k-dimensional tensor rule within MAX_POINTS points."""
-    return max(3, min(cap, int(MAX_POINTS ** (1.0 / k))))
+def quadrature_nodes(k: int, cap: int = 40, budget: int = MAX_POINTS) -> int:
+    """Nodes per axis for a k-dimensional tensor rule within ``budget`` points."""
+    return max(3, min(cap, int(budget ** (1.0 / k) + 1e-9)))
 
 
 def _cross_function_target(model: Model, Q, M):
@@ -83,7 +84,7 @@ def population_risk(model: Model, M: jax.Array, Q: jax.Array, a: jax.Array) -> j
     G = jnp.block([[Q, M], [M.T, jnp.eye(r)]])
     cov = jnp.zeros((p + r + 1, p + r + 1)).at[: p + r, : p + r].set(G).at[-1, -1].set(1.0)
     n = quadrature_nodes(p + r + 1)
-    loss = jax.vmap(lambda z: model.sample_loss(z[:-1], a, z[-1]))
+    loss = jax.vmap(lambda z: model.base_loss(z[:-1], a, z[-1]))  # unsmoothed base loss
     return gaussian_expectation(loss, cov, n)
 
 

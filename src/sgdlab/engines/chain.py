@@ -14,6 +14,11 @@ Wishart_n(P - rank) that completes K_perp to Wishart_n(d - rank).) One SGD step 
 followed by the renormalisation of the rows (a function of Q'). Only
 C^T K_perp C ~ Wishart_p(d - P, C^T C) carries d; it is drawn by Bartlett's decomposition,
 so the cost per step does not depend on d.
+
+A loss that needs each sample's squared norm (``model.needs_norm``, the smoothed loss) gets
+|x_b|^2 = |y_b|^2 + (K_perp)_bb: then K_perp itself is drawn (Bartlett, n x n) and the same
+draw gives C^T K_perp C, so the norm and the lr^2 noise term stay coupled as in the d-dim
+process (independent draws would be wrong).
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ class Chain:
         P = p + r
         lr, lr_a = tr.lr, tr.eta_a
         a0 = jnp.asarray(stu.a0, jnp.float64)
+        norm = model.needs_norm
         eye_r = jnp.eye(r)
 
         def assemble(Q, M):
@@ -84,11 +90,18 @@ class Chain:
             Y = jax.random.normal(ky, (n, P))
             Z = Y @ L.T
             xi = jax.random.normal(kxi, (n,))
-            C, ga = model.batch_grads(Z, a, xi)
+            if norm:
+                # the smoothed loss needs |x_b|^2 = |y_b|^2 + (K_perp)_bb: draw K_perp itself
+                # (n x n) and use the SAME draw in the lr^2 term below
+                Kp = wishart(kk, n, d - P)
+                C, ga = model.batch_grads(Z, a, xi, jnp.sum(Y * Y, axis=1) + jnp.diag(Kp))
+            else:
+                C, ga = model.batch_grads(Z, a, xi)
             Lam, N = Z[:, :p], Z[:, p:]
             Q, M = G[:p, :p], G[:p, p:]
             YC = Y.T @ C
-            noise = YC.T @ YC + wishart_quadratic(kk, C, d - P)
+            perp = C.T @ (Kp @ C) if norm else wishart_quadratic(kk, C, d - P)
+            noise = YC.T @ YC + perp
             LC = Lam.T @ C
             if tr.spherical:
                 A = 1.0 - lr * jnp.sum(C * Lam, axis=0) / jnp.diag(Q)

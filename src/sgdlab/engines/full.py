@@ -8,7 +8,8 @@ Z = X [W; W*]^T, get C = -d(batch-mean loss)/d(lambda) from the model, and updat
 then renormalise the rows (spherical or projected). The teacher rows W* are the first r
 canonical basis vectors: inputs and a uniformly random (or m0) start are rotation
 invariant, so this is exact in law and makes nu = X[:, :r] free. Memory is
-O(seeds * (p + n) * d); no d-vector is stored over time.
+O(seeds * (p + n) * d); no d-vector is stored over time. A loss that needs the sample's
+squared norm (``model.needs_norm``, the smoothed loss) gets x2 = sum_i X_bi^2.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Full:
         dt = jnp.dtype(self.dtype)
         lr, lr_a = tr.lr, tr.eta_a
         a0 = jnp.asarray(stu.a0, dt)
+        norm = model.needs_norm
 
         def init(key):
             kw, kn = jax.random.split(key)
@@ -60,7 +62,11 @@ class Full:
             X = jax.random.normal(kx, (n, d), dt)
             xi = jax.random.normal(kxi, (n,), dt)
             lam = X @ W.T
-            C, ga = model.batch_grads(jnp.concatenate([lam, X[:, :r]], axis=1), a, xi)
+            if norm:  # a loss that needs each sample's |x|^2 (smoothed): the exact one
+                x2 = jnp.sum(X * X, axis=1)
+                C, ga = model.batch_grads(jnp.concatenate([lam, X[:, :r]], axis=1), a, xi, x2)
+            else:
+                C, ga = model.batch_grads(jnp.concatenate([lam, X[:, :r]], axis=1), a, xi)
             step_ = lr * (C.T @ X)
             if tr.spherical:
                 D = jnp.sum(C * lam, axis=0) / jnp.sum(W * W, axis=1)

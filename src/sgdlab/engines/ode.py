@@ -19,12 +19,18 @@ normalisation M_ij -> M_ij - dQ_ii M_ij / 2, Q_ij -> Q_ij - (dQ_ii + dQ_jj) Q_ij
 
 Expectations use one tensor-product Gauss–Hermite rule over y (and the label noise):
 exact when activation, target and loss are polynomials (the node count is chosen from
-the degrees), otherwise 40 nodes per axis (fewer in more than three dimensions); the
+the degrees), otherwise up to 40 nodes per axis within ODE_POINTS = 20,000 points (27
+per axis in three dimensions, 11 in four, 7 in five; ``ODE(nodes=...)`` overrides); the
 accuracy is stated in ``info["quadrature_error"]`` (the largest change of the initial
 velocity against a rule with fewer nodes). Integration is adaptive (diffrax, Tsit5,
 PID control) in the step count k, so 10^12-step horizons cost what 10^3 do. Escape is a
 diffrax event on max_j |M_j0| / sqrt(Q_jj) - threshold, located by root finding;
 the reported escape step is the first integer step after the crossing.
+
+Smoothed loss (``model.needs_norm``): c also depends on the sample's |x|^2 = |y|^2 + chi,
+chi ~ chi^2(d - P) independent of y; every expectation gets one more axis, a generalised
+Gauss–Laguerre rule for chi (exact for polynomials in |x|^2, see ``_chi2_nodes``), and the
+noise term is E[c c^T |x|^2] with that same |x|^2 instead of E[c c^T (|y|^2 + d - P)].
 
 Start: ``init = m0`` gives Q = r m0^2 + (1 - r m0^2) I, M = m0; ``init = "random"`` the
 typical start of a uniformly random unit row, Q = I and M = d^{-1/2} (positive).
@@ -46,6 +52,8 @@ import optimistix as optx
 from .._kernels import _tensor_rule
 from ..model import Model
 from ..risk import quadrature_nodes
+from ..smoothing import DEFAULT_CHI2_NODES, chi2_rule, loss_degree_in_s
+from ._driver import MAX_NORM2
 
 __all__ = ["ODE", "initial_order_parameters"]
 
@@ -61,12 +69,50 @@ def _poly_degree(model: Model) -> int | None:
     return (max(ds, dy) if tr.loss == "square" else dy) + max(ds - 1, 0)
 
 
+def _chi2_nodes(model: Model) -> int:
+    """Gauss–Laguerre nodes for |x|^2 - |y|^2 ~ chi^2(d - P) (smoothed loss).
+
+    For a polynomial loss of degree D in the smoothed field, c is a polynomial of degree
+    floor(D / 2) in |x|^2, so E[c c^T |x|^2] has degree 2 floor(D / 2) + 1: floor(D / 2) + 1
+    nodes are exact. Otherwise DEFAULT_CHI2_NODES.
+    """
+    deg = loss_degree_in_s(model.student.activation.degree, model.training.loss)
+    if deg is None or not (model.problem.is_committee and model.problem.link.degree is not None):
+        return DEFAULT_CHI2_NODES
+    return deg // 2 + 1
+
+
 def initial_order_parameters(model: Model) -> tuple[np.ndarray, np.ndarray]:
     p, r, d = model.p, model.r, model.problem.d
     init = model.training.init
     m0 = 1.0 / math.sqrt(d) if isinstance(init, str) else float(init)
     Q = np.full((p, p), r * m0**2) + (1.0 - r * m0**2) * np.eye(p) if not isinstance(init, str) else np.eye(p)
     return Q, np.full((p, r), m0)
+
+
+ODE_POINTS = 20_000  # default tensor-rule budget of the velocity (evaluated at every solver stage)
+
+
+def _runaway(y):
+    """Divergence: a squared row norm beyond MAX_NORM2, or a state that is not finite."""
+    qd = jnp.diag(y["Q"])
+    finite = jnp.all(jnp.isfinite(y["Q"])) & jnp.all(jnp.isfinite(y["M"])) & jnp.all(jnp.isfinite(y["a"]))
+    return ~finite | jnp.any(qd > MAX_NORM2)
+
+
+def _outcome(sol) -> tuple[str, float]:
+    """How a solve ended: ("done" | "escape" | "diverged" | "failed", time reached)."""
+    finite_ts = np.asarray(sol.ts)[np.isfinite(np.asarray(sol.ts))]
+    t_stop = float(finite_ts.max()) if finite_ts.size else 0.0
+    if sol.event_mask is not None:
+        esc, run = (bool(m) for m in sol.event_mask)
+        if run:
+            return "diverged", t_stop
+        if esc:
+            return "escape", t_stop
+    if not diffrax.is_successful(sol.result):
+        return "failed", t_stop
+    return "done", t_stop
 
 
 def _escape_stat(y):
@@ -82,7 +128,7 @@ class ODE:
     rtol: float = 1e-8
     atol: float = 1e-10
     nodes: int | None = None
-    max_steps: int = 200_000
+    max_steps: int = 50_000
     name: str = "ode"
 
     def __post_init__(self) -> None:
@@ -105,12 +151,19 @@ class ODE:
         k = P + (1 if noisy else 0)
         if nodes is None:
             deg = _poly_degree(model)
-            nodes = self.nodes or (deg + 2 if deg is not None else quadrature_nodes(k))
+            nodes = self.nodes or (deg + 2 if deg is not None else quadrature_nodes(k, budget=ODE_POINTS))
         pts, wts = _tensor_rule(int(nodes), k)
+        norm = model.needs_norm
+        if norm:
+            # |x|^2 = |y|^2 + chi^2(d - P), chi^2 independent of y: one more quadrature axis
+            cx, cw = chi2_rule(float(d - P), _chi2_nodes(model))
+            pts = np.concatenate([np.repeat(pts, len(cx), axis=0), np.tile(cx, len(wts))[:, None]], axis=1)
+            wts = np.outer(wts, cw).reshape(-1)
         Y = jnp.asarray(pts[:, :P])
         XI = jnp.asarray(pts[:, P]) if noisy else jnp.zeros(len(pts))
         w = jnp.asarray(wts)
         y2 = jnp.sum(Y * Y, axis=1)
+        X2 = y2 + jnp.asarray(pts[:, -1]) if norm else None
         lr2 = lr**2 if self.second_order else 0.0
         eye_r = jnp.eye(r)
 
@@ -120,12 +173,18 @@ class ODE:
             ev, V = jnp.linalg.eigh(G)
             L = V * jnp.sqrt(jnp.maximum(ev, 0.0))
             Z = Y @ L.T
-            c, ga = jax.vmap(model.sample_grads, in_axes=(0, None, 0))(Z, a, XI)
+            if norm:
+                c, ga = jax.vmap(model.sample_grads, in_axes=(0, None, 0, 0))(Z, a, XI, X2)
+            else:
+                c, ga = jax.vmap(model.sample_grads, in_axes=(0, None, 0))(Z, a, XI)
             lam, nu = Z[:, :p], Z[:, p:]
             E = lambda x: jnp.tensordot(w, x, axes=(0, 0))  # noqa: E731
             A1 = E(lam[:, :, None] * c[:, None, :])  # E[lambda c^T]
             B1 = E(c[:, :, None] * nu[:, None, :])  # E[c nu^T]
-            Ecc = E(c[:, :, None] * c[:, None, :] * (y2 + d - P)[:, None, None])
+            if norm:  # E[c c^T |x|^2] with the very |x|^2 that c depends on
+                Ecc = E(c[:, :, None] * c[:, None, :] * X2[:, None, None])
+            else:
+                Ecc = E(c[:, :, None] * c[:, None, :] * (y2 + d - P)[:, None, None])
             g = E(c[:, :, None] * Y[:, None, :])  # E[c y^T]
             XX = Ecc / n + (1.0 - 1.0 / n) * g @ g.T
             dQ = lr * (A1 + A1.T) + lr2 * XX
@@ -181,29 +240,28 @@ class ODE:
             )
 
         escape, diverged = -1, -1
-        start_stat = float(_escape_stat(y0))
-        with_event = start_stat < thr
+        with_event = float(_escape_stat(y0)) < thr
         if not with_event:
             escape = 0
         sol = integrate(0.0, y0, ts, with_event)
         ys = {k_: np.array(v[: len(ts)]) for k_, v in sol.ys.items()}
-        if with_event and bool(jnp.any(sol.event_mask)):
-            # saved: the ts before the event, then the state at the event, then inf
-            t_event = float(np.max(np.where(np.isfinite(sol.ts), sol.ts, -np.inf)))
-            escape = int(math.ceil(t_event - 1e-9))
-            later = ts >= t_event
+        kind, t_stop = _outcome(sol)
+        if kind == "escape":
+            escape = int(math.ceil(t_stop - 1e-9))
+            later = ts >= t_stop
             if later.any():
+                # saved: the ts before the event, then the state at the event, then inf
                 y_at = {k_: v[int(np.sum(~later))] for k_, v in sol.ys.items()}
-                sol2 = integrate(t_event, y_at, ts[later], False)
+                sol2 = integrate(t_stop, y_at, ts[later], False)
                 for k_ in ys:
                     ys[k_][later] = np.asarray(sol2.ys[k_][: int(later.sum())])
-                if not diffrax.is_successful(sol2.result):
-                    diverged = self._first_bad(ts, ys)
-        elif not diffrax.is_successful(sol.result):
-            diverged = self._first_bad(ts, ys)
-        bad = ~np.isfinite(ys["Q"]).all(axis=(1, 2))
-        if bad.any() and diverged < 0:
-            diverged = int(ts[np.argmax(bad)])
+                kind, t_stop = _outcome(sol2)
+        if kind in ("diverged", "failed"):
+            # diverged: some Q_jj passed MAX_NORM2 (or stopped being finite) at t_stop;
+            # failed: the solver gave up there (step-size collapse or max_steps)
+            diverged = int(math.ceil(t_stop - 1e-9))
+            for k_ in ys:
+                ys[k_][ts >= t_stop] = np.nan
         if progress is not None:
             progress(tr.steps)
         return {
@@ -221,15 +279,10 @@ class ODE:
         """The ODE term and the escape event, built once per model (so solves reuse compilations)."""
         field, _ = self.velocity(model)
         event = diffrax.Event(
-            lambda t, y, args, **kw: _escape_stat(y) - args,
+            [lambda t, y, args, **kw: _escape_stat(y) - args, lambda t, y, args, **kw: _runaway(y)],
             root_finder=optx.Newton(rtol=1e-10, atol=1e-10),
         )
         return diffrax.ODETerm(field), event
-
-    @staticmethod
-    def _first_bad(ts, ys) -> int:
-        bad = ~np.isfinite(ys["Q"]).all(axis=(1, 2))
-        return int(ts[np.argmax(bad)]) if bad.any() else int(ts[-1])
 
     def _quadrature_error(self, model, field, nodes, y0) -> float:
         """Largest change of the initial velocity against a rule with fewer nodes (relative)."""
