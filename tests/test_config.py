@@ -143,3 +143,14 @@ def test_example_config_is_the_demo_config():
     example = load_config(EXAMPLE)
     assert isinstance(example, Config)
     assert example == validate_config(DEMO_CONFIG)
+
+
+def test_smoothing_reaches_training_and_is_validated():
+    cfg = load_config(
+        data={"d": 100, "train": {"spherical": True, "loss": "correlation"}},
+        overrides=["train.smoothing=3.2", "train.smoothing_nodes=5"],
+    )
+    b = build(cfg)
+    assert b.training.smoothing == 3.2 and b.training.smoothing_nodes == 5
+    with pytest.raises(ConfigError, match="train.smoothing: got 2.0; allowed: .*sphere"):
+        build(load_config(data={"d": 100, "train": {"smoothing": 2.0}}))  # rows not on the sphere

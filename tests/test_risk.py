@@ -37,7 +37,8 @@ def _state(p, r, seed):
 
 
 CASES = [
-    ("erf committee", Problem(d=100, link="erf", directions=2, noise=0.3), Student(width=2, activation="erf"), "square"),
+    ("erf committee", Problem(d=100, link="erf", directions=2, noise=0.3), Student(width=2, activation="erf"),
+     "square"),
     ("relu on h2", Problem(d=100, link="h2"), Student(width=3, activation="relu", output_scale="sqrt"), "square"),
     ("tanh on He3", Problem(d=100, link="He3", noise=0.1), Student(width=1, activation="tanh"), "square"),
     ("correlation", Problem(d=100, link="h3", directions=2), Student(width=2, activation="h3"), "correlation"),

@@ -113,6 +113,8 @@ class TrainConfig(_Section):
     init: Literal["random"] | Number = "random"
     record_every: int = 100
     escape_threshold: Number = 0.5
+    smoothing: Number | None = None
+    smoothing_nodes: int | None = None
 
 
 class ODEConfig(_Section):
@@ -375,6 +377,8 @@ def build(cfg: Config, *, engine: bool = False) -> Built:
             init=tr.init,
             record_every=tr.record_every,
             escape_threshold=tr.escape_threshold,
+            smoothing=tr.smoothing,
+            smoothing_nodes=tr.smoothing_nodes,
         )
         Model(problem, student, training).check()
         eng = make_engine(cfg) if engine else None
