@@ -17,7 +17,7 @@ demo: $(STAMP)
 	$(BIN)/sgdlab demo --out results/demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
