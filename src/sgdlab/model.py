@@ -304,6 +304,12 @@ class Model:
         p, r, d = self.p, self.r, self.problem.d
         if d <= p + r:
             raise _bad("d", d, f"an integer > width + directions = {p + r}")
+        # the chain draws Wishart(d - p - r) matrices of size min(batch, width), or batch x batch
+        # when the loss needs |x|^2 (Bartlett needs at least that many degrees of freedom)
+        need = self.training.batch if self.training.smoothed else min(self.training.batch, p)
+        if d - p - r < need:
+            what = "batch" if self.training.smoothed else "min(batch, width)"
+            raise _bad("d", d, f"an integer >= width + directions + {what} = {p + r + need}")
         if self.training.smoothed and not self.training.renormalise:
             raise _bad("train.smoothing", self.training.smoothing,
                        "null unless the rows stay on the unit sphere (spherical or projected)")
