@@ -154,3 +154,10 @@ def test_smoothing_reaches_training_and_is_validated():
     assert b.training.smoothing == 3.2 and b.training.smoothing_nodes == 5
     with pytest.raises(ConfigError, match="train.smoothing: got 2.0; allowed: .*sphere"):
         build(load_config(data={"d": 100, "train": {"smoothing": 2.0}}))  # rows not on the sphere
+
+
+def test_too_few_wishart_degrees_of_freedom_is_a_config_error():
+    """d - width - directions must cover min(batch, width) (the chain's Bartlett draw)."""
+    with pytest.raises(ConfigError, match=r"d: got 6; allowed: an integer >= .* = 7"):
+        build(load_config(data={"d": 6, "student": {"width": 3}, "train": {"batch": 8}}))
+    build(load_config(data={"d": 7, "student": {"width": 3}, "train": {"batch": 8}}))
