@@ -104,7 +104,8 @@ def _engine_only(engine, problem, student, training, seeds: int, repeat: int) ->
     except ImportError:
         return None
     built = _built(engine, Model(problem, student, training))
-    kw = {"steps": training.steps, "every": training.record_every, "threshold": training.escape_threshold}
+    kw = {"steps": training.steps, "every": training.record_every, "threshold": training.escape_threshold,
+          "lr": training.lr, "lr_a": training.eta_a}
     _, best, _ = _timed(lambda: drive(built, seed_keys(0, seeds), **kw), repeat)
     return best
 

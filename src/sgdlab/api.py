@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from collections.abc import Callable
@@ -19,9 +20,17 @@ __all__ = ["run"]
 
 
 @functools.lru_cache(maxsize=64)
-def _built(engine: Any, model: Model):
-    """One built engine per (engine, model): repeated runs reuse the compiled step."""
+def _built_cached(engine: Any, model: Model):
     return engine.build(model)
+
+
+def _built(engine: Any, model: Model):
+    """One built engine per (engine, model structure): the step sizes are traced inputs of
+    the compiled program (passed to ``drive``), so runs differing only in ``lr`` or
+    ``lr_second`` reuse one compilation."""
+    tr = model.training
+    canonical = dataclasses.replace(tr, lr=1.0, lr_second=None)
+    return _built_cached(engine, dataclasses.replace(model, training=canonical))
 
 
 def run(
@@ -60,6 +69,8 @@ def run(
             every=training.record_every,
             threshold=training.escape_threshold,
             progress=progress,
+            lr=training.lr,
+            lr_a=training.eta_a,
         )
         labels = np.arange(seeds, dtype=np.int64)
     risk = np.asarray(risk_table(model, out["M"], out["Q"], out["a"]))

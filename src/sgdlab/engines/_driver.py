@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -35,11 +35,18 @@ def seed_keys(seed: int, n: int) -> jax.Array:
 
 @dataclass(frozen=True)
 class StochasticEngine:
-    init: Callable[[jax.Array], Any]
+    """Per-seed functions of a built engine. ``init(key, hyper)`` receives the step sizes
+    ``hyper = {"lr": ..., "lr_a": ...}`` as traced numbers and keeps them in the state, so
+    runs that differ only in step size share one compiled program. ``hyper`` holds the
+    built model's own step sizes (used when ``drive`` is given none); it takes no part in
+    equality, so it does not split the compilation cache."""
+
+    init: Callable[[jax.Array, dict], Any]
     step: Callable[[Any], Any]
     escape_stat: Callable[[Any], jax.Array]
     healthy: Callable[[Any], jax.Array]
     observe: Callable[[Any], tuple[jax.Array, jax.Array, jax.Array]]
+    hyper: tuple[float, float] = field(default=(0.0, 0.0), compare=False)
 
 
 def _one_step(engine: StochasticEngine, threshold: float, carry):
@@ -74,8 +81,8 @@ def _advance(engine: StochasticEngine, threshold: float, carry, buffers, start, 
 
 
 @partial(jax.jit, static_argnums=(0, 1))
-def _start(engine: StochasticEngine, threshold: float, keys):
-    state = jax.vmap(engine.init)(keys)
+def _start(engine: StochasticEngine, threshold: float, keys, hyper):
+    state = jax.vmap(engine.init, in_axes=(0, None))(keys, hyper)
     n = keys.shape[0]
     k = jnp.zeros(n, dtype=jnp.int64)
     ok = jax.vmap(engine.healthy)(state)
@@ -93,6 +100,8 @@ def drive(
     threshold: float,
     progress: Callable[[int], None] | None = None,
     chunk_seconds: float = 1.0,
+    lr: float | None = None,
+    lr_a: float | None = None,
 ) -> dict[str, np.ndarray]:
     """Run all seeds; return recorded steps, (M, Q, a) per record, escape and divergence steps.
 
@@ -101,7 +110,10 @@ def drive(
     same compiled function, with traced bounds) and ``progress(steps_done)`` is called
     between chunks.
     """
-    carry, obs0 = _start(engine, threshold, keys)
+    lr = engine.hyper[0] if lr is None else lr
+    lr_a = engine.hyper[1] if lr_a is None else lr_a
+    hyper = {"lr": jnp.asarray(lr, jnp.float64), "lr_a": jnp.asarray(lr_a, jnp.float64)}
+    carry, obs0 = _start(engine, threshold, keys, hyper)
     n_full, rem = divmod(steps, every)
     n_rec = n_full + 1 + (1 if rem else 0)
     buffers = jax.tree.map(lambda o: jnp.zeros((n_rec, *o.shape), jnp.float64).at[0].set(o), obs0)

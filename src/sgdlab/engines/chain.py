@@ -69,7 +69,6 @@ class Chain:
         stu, tr = model.student, model.training
         d, p, r, n = model.problem.d, model.p, model.r, tr.batch
         P = p + r
-        lr, lr_a = tr.lr, tr.eta_a
         a0 = jnp.asarray(stu.a0, jnp.float64)
         norm = model.needs_norm
         eye_r = jnp.eye(r)
@@ -77,15 +76,15 @@ class Chain:
         def assemble(Q, M):
             return jnp.block([[Q, M], [M.T, eye_r]])
 
-        def init(key):
+        def init(key, hyper):
             ki, kn = jax.random.split(key)
             Q, M = initial_gram(model, ki)
             G = assemble(Q, M)
             L, worst = psd_cholesky(G)
-            return {"G": G, "L": L, "worst": worst, "a": a0, "key": kn}
+            return {"G": G, "L": L, "worst": worst, "a": a0, "key": kn, "lr": hyper["lr"], "lr_a": hyper["lr_a"]}
 
         def step(s):
-            G, L, a = s["G"], s["L"], s["a"]
+            G, L, a, lr, lr_a = s["G"], s["L"], s["a"], s["lr"], s["lr_a"]
             key, ky, kxi, kk = jax.random.split(s["key"], 4)
             Y = jax.random.normal(ky, (n, P))
             Z = Y @ L.T
@@ -119,7 +118,7 @@ class Chain:
                 a = a - lr_a * ga
             G = assemble(Qn, Mn)
             L, worst = psd_cholesky(G)  # the factor of the new Gram matrix: used by the next step
-            return {"G": G, "L": L, "worst": worst, "a": a, "key": key}
+            return {"G": G, "L": L, "worst": worst, "a": a, "key": key, "lr": lr, "lr_a": lr_a}
 
         def escape_stat(s):
             G = s["G"]
@@ -139,4 +138,4 @@ class Chain:
             G = s["G"]
             return G[:p, p:], G[:p, :p], s["a"]
 
-        return StochasticEngine(init, step, escape_stat, healthy, observe)
+        return StochasticEngine(init, step, escape_stat, healthy, observe, hyper=(tr.lr, tr.eta_a))

@@ -40,11 +40,10 @@ class Full:
         prob, stu, tr = model.problem, model.student, model.training
         d, p, r, n = prob.d, model.p, model.r, tr.batch
         dt = jnp.dtype(self.dtype)
-        lr, lr_a = tr.lr, tr.eta_a
         a0 = jnp.asarray(stu.a0, dt)
         norm = model.needs_norm
 
-        def init(key):
+        def init(key, hyper):
             kw, kn = jax.random.split(key)
             g = jax.random.normal(kw, (p, d), dt)
             if isinstance(tr.init, str):
@@ -54,10 +53,10 @@ class Full:
                 v = g.at[:, :r].set(0.0)
                 v = v / jnp.linalg.norm(v, axis=1, keepdims=True)
                 W = (jnp.sqrt(1.0 - r * m0**2) * v).at[:, :r].set(m0)
-            return {"W": W, "a": a0, "key": kn}
+            return {"W": W, "a": a0, "key": kn, "lr": hyper["lr"].astype(dt), "lr_a": hyper["lr_a"].astype(dt)}
 
         def step(s):
-            W, a = s["W"], s["a"]
+            W, a, lr, lr_a = s["W"], s["a"], s["lr"], s["lr_a"]
             key, kx, kxi = jax.random.split(s["key"], 3)
             X = jax.random.normal(kx, (n, d), dt)
             xi = jax.random.normal(kxi, (n,), dt)
@@ -77,7 +76,7 @@ class Full:
                 W = W / jnp.linalg.norm(W, axis=1, keepdims=True)
             if stu.trained:
                 a = a - lr_a * ga
-            return {"W": W, "a": a, "key": key}
+            return {"W": W, "a": a, "key": key, "lr": lr, "lr_a": lr_a}
 
         def escape_stat(s):
             W = s["W"]
@@ -92,4 +91,4 @@ class Full:
             W = s["W"]
             return W[:, :r], W @ W.T, s["a"]
 
-        return StochasticEngine(init, step, escape_stat, healthy, observe)
+        return StochasticEngine(init, step, escape_stat, healthy, observe, hyper=(tr.lr, tr.eta_a))
