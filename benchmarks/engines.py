@@ -143,8 +143,9 @@ def _raw_normal(keys: jax.Array, d: int, steps: int) -> jax.Array:
 
 
 def bench_raw(d: int, seeds: int, steps: int, repeat: int) -> dict:
-    base = jax.random.key(0)
-    keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(seeds))
+    from sgdlab.engines._driver import seed_keys
+
+    keys = seed_keys(0, seeds)  # the keys `run` gives its seeds
     first, best, _ = _timed(lambda: jax.block_until_ready(_raw_normal(keys, d, steps)), repeat)
     return {
         "d": d,
