@@ -52,6 +52,13 @@ DIMS = (10**2, 10**3, 10**4, 10**5)
 CHAIN_SHAPE = {d: (1024, 2000) for d in DIMS}
 FULL_SHAPE = {10**2: (64, 1000), 10**3: (32, 1000), 10**4: (8, 1000), 10**5: (8, 128)}
 
+# An accelerator runs many seeds per step for the price of one: sized for ~0.5-2 s per call.
+GPU_CHAIN_SHAPE = {d: (16384, 4000) for d in DIMS}
+GPU_FULL_SHAPE = {10**2: (4096, 2000), 10**3: (1024, 2000), 10**4: (256, 1000), 10**5: (64, 500)}
+
+# The regime of the reproductions: many samples per step (batch), samples per second.
+BATCH_SHAPE = {"cpu": (128, 64, 200), "gpu": (128, 4096, 2000)}  # seeds, batch, steps
+
 QUICK_DIMS = (10**2, 10**4)
 QUICK_CHAIN_SHAPE = {d: (64, 100) for d in QUICK_DIMS}
 QUICK_FULL_SHAPE = {10**2: (8, 100), 10**4: (4, 50)}
@@ -140,6 +147,17 @@ def _raw_normal(keys: jax.Array, d: int, steps: int) -> jax.Array:
     acc0 = jnp.zeros(keys.shape[0], jnp.float32)
     _, acc = lax.fori_loop(0, steps, lambda _, c: vone(c), (keys, acc0))
     return acc
+
+
+def bench_batch(d: int, seeds: int, batch: int, steps: int, repeat: int) -> dict:
+    """Chain with a large minibatch (the reproductions' regime): seed-samples per second."""
+    problem = Problem(d=d, link="h3")
+    training = Training(lr=batch * 0.1 * d**-1.5, batch=batch, steps=steps, spherical=True, record_every=steps,
+                        init=0.3)
+    first, best, _ = _timed(lambda: run(problem, Student(activation="h3"), training, engine=Chain(), seeds=seeds),
+                            repeat)
+    return {"d": d, "seeds": seeds, "batch": batch, "steps": steps, "wall_s": best, "first_call_s": first,
+            "samples_per_s": seeds * batch * steps / best}
 
 
 def bench_raw(d: int, seeds: int, steps: int, repeat: int) -> dict:
@@ -294,6 +312,11 @@ def markdown(report: dict) -> str:
             f"| {r['full_over_raw']:.2f} ({_opt(r['engine_only_full_over_raw'], '.2f')}) "
             f"| {r['chain_over_full']:.0f}x ({_opt(r['engine_only_chain_over_full'], '.0f')}x) |"
         )
+    for b in report.get("batch", []):
+        lines.append(
+            f"\nChain with batch {b['batch']} (the reproductions' regime), d = {_sci(b['d'])}, "
+            f"{b['seeds']} seeds x {b['steps']} steps: {_rate(b['samples_per_s'])} seed-samples/s."
+        )
     lines += [
         "",
         f"ODE (d = {_sci(ODE_D)}, lr = {ODE_LR_D:g}/d, m0 = {ODE_M0}, spherical, 100 records, second call):",
@@ -332,9 +355,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     label = args.device or jax.devices()[0].platform
 
+    accel = jax.default_backend() != "cpu"
     dims = QUICK_DIMS if args.quick else DIMS
-    cshape = QUICK_CHAIN_SHAPE if args.quick else CHAIN_SHAPE
-    fshape = QUICK_FULL_SHAPE if args.quick else FULL_SHAPE
+    cshape = QUICK_CHAIN_SHAPE if args.quick else (GPU_CHAIN_SHAPE if accel else CHAIN_SHAPE)
+    fshape = QUICK_FULL_SHAPE if args.quick else (GPU_FULL_SHAPE if accel else FULL_SHAPE)
     horizons = QUICK_ODE_HORIZONS if args.quick else ODE_HORIZONS
 
     rows = []
@@ -359,6 +383,14 @@ def main(argv: list[str] | None = None) -> int:
                 ),
             }
         )
+    bseeds, bbatch, bsteps = BATCH_SHAPE["gpu" if accel else "cpu"]
+    if args.quick:
+        bseeds, bbatch, bsteps = 16, 16, 50
+    batch_rows = []
+    for d in (10**3, 10**5):
+        b = bench_batch(d, bseeds, bbatch, bsteps, args.repeat)
+        print(f"chain batch {bbatch} d={_sci(d)}: {_rate(b['samples_per_s'])} seed-samples/s", flush=True)
+        batch_rows.append(b)
     odes = []
     for steps in horizons:
         o = bench_ode(steps, args.repeat)
@@ -374,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
             "timing": f"best of {args.repeat} call(s) after an identical warm-up call",
         },
         "rows": rows,
+        "batch": batch_rows,
         "ode": odes,
     }
     report["targets"] = evaluate(rows)

@@ -71,6 +71,7 @@ def run(
             progress=progress,
             lr=training.lr,
             lr_a=training.eta_a,
+            stop_fraction=training.stop_fraction,
         )
         labels = np.arange(seeds, dtype=np.int64)
     risk = np.asarray(risk_table(model, out["M"], out["Q"], out["a"]))

@@ -12,6 +12,9 @@
   information exponent.
 - ``sgdlab demo [--out results/demo]``: a single-index h3 target learnt by spherical SGD on
   all three engines, with a figure and a table.
+- ``sgdlab reproduce NAME [--quick] [--engine chain|full] [--store DIR] [--out DIR]``: a system
+  of SYSTEMS.md (``info-exponent``, ``smoothing``) with figures, a table and a JSON of fitted
+  numbers (:mod:`sgdlab.reproduce`).
 
 Invalid input (configuration, overrides, options) is reported as one line
 ``error: field: got VALUE; allowed: WHAT`` on stderr with exit status 2.
@@ -553,6 +556,40 @@ def demo_command(
         table.add_row(*r.values())
     con.print(table)
     con.print(f"wrote {fig} and {out / 'table.md'}")
+
+
+@app.command("reproduce")
+def reproduce_command(
+    name: Annotated[str, typer.Argument(help="info-exponent or smoothing.", show_default=False)],
+    quick: Annotated[bool, typer.Option("--quick", help="Small version (minutes on a laptop).")] = False,
+    engine: Annotated[str, typer.Option("--engine", help="chain or full.")] = "chain",
+    store: Annotated[Path, typer.Option("--store", help="Results store folder (runs are cached there).")] = Path(
+        "results/store"
+    ),
+    out: Annotated[Path | None, typer.Option("--out", help="Output folder [results/reproduce/NAME[-quick]].")] = None,
+    seeds: Annotated[str | None, typer.Option("--seeds", help="Seeds per point (overrides the default).")] = None,
+    links: Annotated[
+        str | None, typer.Option("--links", help="Comma list of links (info-exponent), e.g. h2,h3,relu.")
+    ] = None,
+    workers: Annotated[str | None, typer.Option("--workers", help="Local worker processes [one per core on CPU].")] = None,
+) -> None:
+    """Reproduce a system of SYSTEMS.md: figures, table.md and results.json with fitted numbers."""
+    from .reproduce import get
+
+    fn = get(name)
+    n_seeds = _int_option("--seeds", seeds, "a positive integer")
+    n_workers = _int_option("--workers", workers, "a positive integer")
+    opts: dict[str, Any] = dict(quick=quick, engine=engine, store=store, out=out, seeds=n_seeds, workers=n_workers,
+                                progress=sys.stderr.isatty())
+    if links is not None:
+        if name != "info-exponent":
+            raise ConfigError(f"--links: got {links!r}; allowed: only with info-exponent")
+        opts["links"] = [x.strip() for x in links.split(",") if x.strip()]
+    con = _stdout()
+    res = fn(**opts)
+    con.print((res.out / "table.md").read_text(), markup=False)
+    con.print(f"{name}: {res.summary['wall_time_s']:.1f} s on {res.summary['device']}; wrote "
+              + ", ".join(str(f) for f in res.files))
 
 
 if __name__ == "__main__":  # pragma: no cover

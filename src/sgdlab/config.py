@@ -18,7 +18,7 @@ A configuration has top-level keys ``d``, ``seeds``, ``seed``, ``engine`` and th
     batch = 32
     steps = 2000
     spherical = true
-    init = 0.2                  # "random" or a number m0
+    init = 0.2                  # "random", "random_positive" or a number m0
 
 Types and keys are checked here (unknown keys are errors); values are checked by the
 constructors of :class:`~sgdlab.model.Problem`, :class:`~sgdlab.model.Student`,
@@ -110,11 +110,12 @@ class TrainConfig(_Section):
     steps: int = 1000
     spherical: bool = False
     projected: bool = False
-    init: Literal["random"] | Number = "random"
+    init: Literal["random", "random_positive"] | Number = "random"
     record_every: int = 100
     escape_threshold: Number = 0.5
     smoothing: Number | None = None
     smoothing_nodes: int | None = None
+    stop_fraction: Number | None = None
 
 
 class ODEConfig(_Section):
@@ -379,6 +380,7 @@ def build(cfg: Config, *, engine: bool = False) -> Built:
             escape_threshold=tr.escape_threshold,
             smoothing=tr.smoothing,
             smoothing_nodes=tr.smoothing_nodes,
+            stop_fraction=tr.stop_fraction,
         )
         Model(problem, student, training).check()
         eng = make_engine(cfg) if engine else None

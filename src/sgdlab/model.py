@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from . import smoothing as _sm
 from ._functions import resolve_fn
 
-__all__ = ["Problem", "Student", "Training", "LOSSES", "OUTPUT_SCALES"]
+__all__ = ["Problem", "Student", "Training", "INITS", "LOSSES", "OUTPUT_SCALES"]
 
 
 def _bad(field_name: str, value: Any, allowed: str) -> ValueError:
@@ -166,6 +166,7 @@ def _correlation(f: jax.Array, y: jax.Array) -> jax.Array:
 
 
 LOSSES: dict[str, Callable] = {"square": _square, "correlation": _correlation}
+INITS = ("random", "random_positive")  # random starts; a number m0 is a warm start
 
 
 @dataclass(frozen=True)
@@ -177,13 +178,21 @@ class Training:
     - ``spherical``: project each row's gradient on the tangent space of its sphere, step,
       renormalise the row. ``projected``: step, then renormalise (no tangent projection).
     - ``lr_second``: step size of the second layer when it is trained (default ``lr``).
-    - ``init``: ``"random"`` (rows uniform on the unit sphere) or a number m0: every row has
+    - ``init``: ``"random"`` (rows uniform on the unit sphere), ``"random_positive"`` (the
+      same, conditioned on a non-negative overlap M_j0 of every row with teacher direction 0:
+      a row with M_j0 < 0 is replaced by its opposite; the law of |m0|, for the odd links
+      whose escape SYSTEMS.md conditions on a positive start) or a number m0: every row has
       overlap m0 with every teacher direction and a uniformly random unit part orthogonal
       to the teacher span (norm 1 in all).
     - ``record_every``: steps between recorded order parameters (step 0 and the last step
       are always recorded).
     - ``escape_threshold``: escape (weak recovery) is the first step at which some row has
       |M_j0| / sqrt(Q_jj) >= threshold; it is checked after every step.
+    - ``stop_fraction``: ``None`` (run all ``steps``) or a number in (0, 1]: the stochastic
+      engines end the run at the first record at which at least this fraction of the seeds
+      has escaped or diverged; the others are censored there (``escape_step`` = -1, the
+      last recorded step is the horizon). With ``stop_fraction > 1/2`` the Kaplan–Meier
+      median is the same as with the full horizon, at a fraction of the cost.
     - ``smoothing``: ``None`` (off) or the radius lam > 0 of the smoothed loss of Damian,
       Nichani, Ge, Lee (2023) (``sgdlab.smoothing``; ``smoothing_lam(d)`` = d^{1/4}): SGD
       runs on E_z loss((w + lam z) / |w + lam z|), z uniform on the unit sphere orthogonal
@@ -206,8 +215,14 @@ class Training:
     lr_second: float | None = None
     smoothing: float | None = None
     smoothing_nodes: int | None = None
+    stop_fraction: float | None = None
 
     def __post_init__(self) -> None:
+        if self.stop_fraction is not None:
+            f = _finite("train.stop_fraction", self.stop_fraction)
+            if not 0 < f <= 1:
+                raise _bad("train.stop_fraction", self.stop_fraction, "a number in (0, 1] or none")
+            object.__setattr__(self, "stop_fraction", f)
         if self.smoothing is not None:
             object.__setattr__(self, "smoothing", _finite("train.smoothing", self.smoothing, minimum=0.0, strict=True))
         if self.smoothing_nodes is not None:
@@ -230,12 +245,12 @@ class Training:
             raise _bad("train.projected", True, "false when train.spherical is true (pick one geometry)")
         init = self.init
         if isinstance(init, str):
-            if init != "random":
-                raise _bad("train.init", init, "'random' or a number m0 in [-1, 1]")
+            if init not in INITS:
+                raise _bad("train.init", init, "'random', 'random_positive' or a number m0 in [-1, 1]")
         else:
             init = _finite("train.init", init)
             if abs(init) > 1:
-                raise _bad("train.init", init, "'random' or a number m0 in [-1, 1]")
+                raise _bad("train.init", init, "'random', 'random_positive' or a number m0 in [-1, 1]")
             object.__setattr__(self, "init", init)
         t = _finite("train.escape_threshold", self.escape_threshold, minimum=0.0, strict=True)
         object.__setattr__(self, "escape_threshold", t)

@@ -27,7 +27,7 @@ def load_curves(run_dir: str | Path) -> dict:
     overlap = cols["M_0_0"] / np.sqrt(cols["Q_0_0"])
     config = summary.get("config") or {}
     init = (config.get("train") or {}).get("init", "random")
-    absolute = init == "random"
+    absolute = init == "random"  # "random_positive" keeps its sign
     if absolute:
         overlap = np.abs(overlap)
     engine = summary.get("engine", "?")

@@ -42,7 +42,7 @@ from .config import (
 )
 from .store import Store, rows_to_table, run_key, sgdlab_version
 
-__all__ = ["SweepReport", "expand_grid", "parse_grid", "plot_query", "run_sweep", "sweep"]
+__all__ = ["SweepReport", "expand_grid", "parse_grid", "plot_query", "run_configs", "run_sweep", "sweep"]
 
 
 # --------------------------------------------------------------------------------------
@@ -303,8 +303,30 @@ def run_sweep(
 ) -> SweepReport:
     """Run the sweep ``grid`` over ``base`` into ``store``; see :func:`sweep`. Returns a
     :class:`SweepReport`. ``on_start(report)`` is called once the cached runs are known."""
-    t0 = time.perf_counter()
     configs = expand_grid(base, grid, engine=engine, seeds=seeds)
+    return run_configs(
+        configs, store=store, workers=workers, dask=dask, retry_failed=retry_failed, progress=progress,
+        on_start=on_start,
+    )
+
+
+def run_configs(
+    configs: Sequence[Config],
+    *,
+    store: Store | str | Path = "results",
+    workers: int | None = None,
+    dask: str | None = None,
+    retry_failed: bool = False,
+    progress: bool = False,
+    on_start: Callable[[SweepReport], None] | None = None,
+) -> SweepReport:
+    """Run a list of validated configurations (any mix, not only a grid) into ``store``,
+    computing only those not yet there; the engine of :func:`run_sweep`."""
+    t0 = time.perf_counter()
+    unique: dict[str, Config] = {}
+    for c in configs:
+        unique.setdefault(run_key(c), c)
+    configs = list(unique.values())
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise ConfigError(f"--workers: got {workers!r}; allowed: a positive integer")
     st = store if isinstance(store, Store) else Store(store)

@@ -24,6 +24,7 @@ from jax import lax
 
 __all__ = ["MAX_NORM2", "StochasticEngine", "drive", "seed_keys"]
 
+STOP_CHECKS = 200  # with stop_fraction, the escaped fraction is checked at most this often per run
 MAX_NORM2 = 1e30  # a squared row norm (or a_j^2) beyond this counts as divergence (far before overflow)
 
 
@@ -102,13 +103,17 @@ def drive(
     chunk_seconds: float = 1.0,
     lr: float | None = None,
     lr_a: float | None = None,
+    stop_fraction: float | None = None,
 ) -> dict[str, np.ndarray]:
     """Run all seeds; return recorded steps, (M, Q, a) per record, escape and divergence steps.
 
     Records are taken at step 0, every ``every`` steps and at the last step. With a
     ``progress`` callback the records are run in chunks of about ``chunk_seconds`` (the
     same compiled function, with traced bounds) and ``progress(steps_done)`` is called
-    between chunks.
+    between chunks. With ``stop_fraction`` the records are run in ``STOP_CHECKS`` equal
+    chunks (fixed by ``steps`` and ``every`` alone, so the result does not depend on timing),
+    and the run ends after the first chunk whose last record finds at least that fraction
+    of the seeds escaped or diverged (the recorded steps end there).
     """
     lr = engine.hyper[0] if lr is None else lr
     lr_a = engine.hyper[1] if lr_a is None else lr_a
@@ -118,11 +123,19 @@ def drive(
     n_rec = n_full + 1 + (1 if rem else 0)
     buffers = jax.tree.map(lambda o: jnp.zeros((n_rec, *o.shape), jnp.float64).at[0].set(o), obs0)
     advance = partial(_advance, engine, threshold)
-    if progress is None:
+    def finished(c) -> bool:
+        if stop_fraction is None:
+            return False
+        ended = (np.asarray(c[2]) >= 0) | (np.asarray(c[3]) >= 0)
+        return bool(ended.mean() >= stop_fraction)
+
+    stopped = False
+    if progress is None and stop_fraction is None:
         carry, buffers = advance(carry, buffers, 1, n_full + 1, every)
     else:
-        done, chunk, calls = 0, 1, 0
-        while done < n_full:
+        stop_chunk = max(1, -(-n_full // STOP_CHECKS))
+        done, chunk, calls = 0, 1 if stop_fraction is None else stop_chunk, 0
+        while done < n_full and not stopped:
             n = min(chunk, n_full - done)
             t0 = time.perf_counter()
             carry, buffers = advance(carry, buffers, done + 1, done + 1 + n, every)
@@ -130,9 +143,16 @@ def drive(
             dt = time.perf_counter() - t0
             done += n
             calls += 1
-            progress(done * every)
-            if calls == 2:  # the first call also compiled: size the chunks on the second
-                chunk = max(1, int(chunk_seconds / max(dt, 1e-6)))
+            if progress is not None:
+                progress(done * every)
+            if stop_fraction is not None:  # fixed chunks: where a run stops must not depend on timing
+                chunk = stop_chunk
+            elif calls == 2:  # the first call also compiled: size the chunks on the second
+                chunk = max(1, int(chunk_seconds * n / max(dt, 1e-6)))
+            stopped = finished(carry)
+        if stopped:
+            n_full, rem = done, 0
+            buffers = jax.tree.map(lambda b: b[: n_full + 1], buffers)
     if rem:
         carry, buffers = advance(carry, buffers, n_full + 1, n_full + 2, rem)
         if progress is not None:

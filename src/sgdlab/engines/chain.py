@@ -41,7 +41,8 @@ def initial_gram(model: Model, key: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Exact law of (Q, M) at the start.
 
     ``random``: rows w_j = g_j / |g_j|, g_j ~ N(0, I_d): the teacher components of g are
-    N(0, 1), the Gram of the rest is Wishart_p(d - r, I). ``m0``: w_j = m0 sum_k w*_k +
+    N(0, 1), the Gram of the rest is Wishart_p(d - r, I). ``random_positive``: the same with
+    g_j replaced by -g_j where its first teacher component is negative. ``m0``: w_j = m0 sum_k w*_k +
     sqrt(1 - r m0^2) v_j with v_j uniform unit vectors orthogonal to the teacher span.
     """
     p, r, d = model.p, model.r, model.problem.d
@@ -50,6 +51,9 @@ def initial_gram(model: Model, key: jax.Array) -> tuple[jax.Array, jax.Array]:
     perp = wishart(kw, p, d - r)
     if isinstance(init, str):
         T = jax.random.normal(kt, (p, r))
+        if init == "random_positive":  # w_j -> -w_j where M_j0 < 0: flips row j of T and of perp
+            f = jnp.where(T[:, 0] < 0, -1.0, 1.0)
+            T, perp = T * f[:, None], perp * f[:, None] * f[None, :]
         Qg = perp + T @ T.T
         s = 1.0 / jnp.sqrt(jnp.diag(Qg))
         return Qg * s[:, None] * s[None, :], T * s[:, None]

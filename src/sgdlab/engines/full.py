@@ -47,6 +47,8 @@ class Full:
             kw, kn = jax.random.split(key)
             g = jax.random.normal(kw, (p, d), dt)
             if isinstance(tr.init, str):
+                if tr.init == "random_positive":  # the teacher is e_0: flip rows with g_j0 < 0
+                    g = g * jnp.where(g[:, :1] < 0, -1.0, 1.0).astype(dt)
                 W = g / jnp.linalg.norm(g, axis=1, keepdims=True)
             else:
                 m0 = tr.init

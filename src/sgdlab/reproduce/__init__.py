@@ -1,0 +1,42 @@
+"""Reproductions of the systems of SYSTEMS.md: ``sgdlab reproduce NAME [--quick]``.
+
+Each reproduction is a list of runs (executed through the results store, so a rerun reads
+them back and an interrupted one resumes), the statistics that test the paper's claim, and
+its outputs: figures (PNG), ``table.md`` and ``results.json`` (fitted numbers with their
+confidence intervals beside the theory, wall time, device, package versions).
+
+- ``info-exponent``: samples to weak recovery vs d for h1..h4 (Ben Arous, Gheissari,
+  Jagannath 2021), :mod:`sgdlab.reproduce.info_exponent`;
+- ``smoothing``: the same with the smoothed loss of Damian, Nichani, Ge, Lee (2023),
+  :mod:`sgdlab.reproduce.smoothing`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+__all__ = ["REPRODUCTIONS", "get"]
+
+
+def _info_exponent() -> Callable:
+    from .info_exponent import reproduce
+
+    return reproduce
+
+
+def _smoothing() -> Callable:
+    from .smoothing import reproduce
+
+    return reproduce
+
+
+REPRODUCTIONS: dict[str, Callable[[], Callable]] = {"info-exponent": _info_exponent, "smoothing": _smoothing}
+
+
+def get(name: str) -> Callable:
+    """The ``reproduce(**options)`` function of a reproduction."""
+    from ..config import ConfigError
+
+    if name not in REPRODUCTIONS:
+        raise ConfigError(f"NAME: got {name!r}; allowed: {', '.join(REPRODUCTIONS)}")
+    return REPRODUCTIONS[name]()

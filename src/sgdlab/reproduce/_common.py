@@ -1,0 +1,206 @@
+"""What every reproduction shares: running its runs through the results store, escape
+statistics per run, scaling fits, and writing the figure / table / JSON outputs."""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..analysis import EscapeStats, ScalingFit, escape_from_result, fit_scaling
+from ..config import Config, ConfigError, load_config
+from ..io import _atomic_write, package_versions
+from ..result import Result
+from ..store import Store, run_key
+
+__all__ = ["Outputs", "Point", "default_workers_for_backend", "escape_row", "fit_row", "run_points", "write_outputs"]
+
+
+@dataclass(frozen=True)
+class Point:
+    """One run of a reproduction: ``tags`` say what it is (series, d, ...), ``config`` is a
+    configuration dict as read from TOML (validated by :func:`sgdlab.config.load_config`)."""
+
+    tags: Mapping[str, Any]
+    config: Mapping[str, Any]
+
+
+@dataclass
+class Outputs:
+    """What a reproduction returns: the paths it wrote and the JSON summary."""
+
+    out: Path
+    files: list[Path] = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+
+
+def default_workers_for_backend() -> int:
+    """One worker process per core on CPU; runs in this process on an accelerator (several
+    processes would each claim the device memory)."""
+    import jax
+
+    from ..sweep import default_workers
+
+    return default_workers() if jax.default_backend() == "cpu" else 1
+
+
+def run_points(
+    points: Sequence[Point],
+    *,
+    store: str | Path,
+    workers: int | None = None,
+    progress: bool = False,
+    engine: str | None = None,
+    dask: str | None = None,
+    order: Callable[[Point], float] | None = None,
+) -> tuple[list[Result], list[dict]]:
+    """Run every point not yet in ``store`` (cached ones are read back) and return the
+    :class:`Result` of each point, in order, with its store index row (wall time, key, ...).
+    ``order(point)`` sorts the execution (e.g. cheapest first, so an interrupted
+    reproduction keeps the most runs). A failed run raises :class:`ConfigError` with the
+    run's error."""
+    from ..sweep import run_configs
+
+    configs: list[Config] = [load_config(data=dict(p.config), engine=engine) for p in points]
+    execution = sorted(range(len(points)), key=lambda i: order(points[i])) if order else range(len(points))
+    report = run_configs(
+        [configs[i] for i in execution],
+        store=store,
+        workers=default_workers_for_backend() if workers is None and dask is None else workers,
+        dask=dask,
+        progress=progress,
+    )
+    keys = [run_key(c) for c in configs]
+    with Store(store) as st:
+        rows = {r["key"]: r for r in st.query(keys=keys)}
+        bad = [rows.get(k) for k in keys if (rows.get(k) or {}).get("status") == "failed" or k not in rows]
+        if bad:
+            first = bad[0] or {}
+            raise ConfigError(f"reproduce: a run failed: {first.get('error', 'missing from the store')}")
+        results = [st.result(k) for k in keys]
+    del report
+    return results, [rows[k] for k in keys]
+
+
+def escape_row(result: Result, *, mask=None, seed: int = 0) -> tuple[EscapeStats, dict]:
+    """Escape statistics of one run (exact every-step escape, right-censored at the run's
+    last recorded step or a seed's divergence) and a flat JSON-ready row of them."""
+    s = escape_from_result(result, mask=mask, seed=seed)
+    row = {
+        "n_seeds": s.n,
+        "n_escaped": s.n_escaped,
+        "fraction_escaped": s.fraction_escaped,
+        "horizon_samples": s.horizon * s.batch,
+        "median_samples": _finite(s.median_samples),
+        "median_samples_lo": _finite(s.median_samples_ci[0]),
+        "median_samples_hi": _finite(s.median_samples_ci[1]),
+    }
+    return s, row
+
+
+def fit_row(ds, stats: Sequence[EscapeStats], theory: float, *, log_correction: bool = False) -> tuple[ScalingFit | None, dict]:
+    """Weighted log-log fit of median escape samples against d, with its confidence
+    interval, next to the theory exponent. ``None`` (and a row saying why) when fewer than
+    two points have a finite median."""
+    med = [s.median_samples for s in stats]
+    lo = [s.median_samples_ci[0] for s in stats]
+    hi = [s.median_samples_ci[1] for s in stats]
+    try:
+        fit = fit_scaling(ds, med, lo, hi, log_correction=log_correction)
+    except ValueError as e:
+        return None, {"theory": theory, "slope": None, "error": str(e)}
+    lo_ci, hi_ci = fit.ci
+    return fit, {
+        "theory": theory,
+        "slope": fit.slope,
+        "stderr": fit.stderr,
+        "ci": [lo_ci, hi_ci],
+        "ci_boot": None if fit.ci_boot is None else list(fit.ci_boot),
+        "chi2_red": fit.chi2_red,
+        "intercept": fit.intercept,
+        "log_correction": log_correction,
+        "n_points": fit.n,
+        "theory_in_ci": bool(lo_ci <= theory <= hi_ci),
+    }
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if x is not None and math.isfinite(x) else None
+
+
+def device_description() -> str:
+    import jax
+
+    dev = jax.devices()[0]
+    kind = getattr(dev, "device_kind", dev.platform)
+    return f"{dev.platform}: {kind} x{len(jax.devices())}; host {platform.machine()} ({_cpu_count()} cores)"
+
+
+def _cpu_count() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str, Callable[[Any], str]]]) -> str:
+    """A Markdown table of ``rows``; ``columns`` = (key, header, formatter)."""
+    head = "| " + " | ".join(h for _, h, _ in columns) + " |"
+    sep = "|" + "|".join("---" for _ in columns) + "|"
+    body = ["| " + " | ".join(fmt(r.get(k)) for k, _, fmt in columns) + " |" for r in rows]
+    return "\n".join([head, sep, *body]) + "\n"
+
+
+def fmt_g(spec: str = ".3g") -> Callable[[Any], str]:
+    def f(x: Any) -> str:
+        if x is None:
+            return "-"
+        if isinstance(x, float | np.floating):
+            return "inf" if math.isinf(x) else format(float(x), spec)
+        return str(x)
+
+    return f
+
+
+def write_outputs(
+    out: Path, *, name: str, summary: dict, table: str, figures: Mapping[str, Any], started: float
+) -> Outputs:
+    """Write ``figures`` (name -> matplotlib figure) as PNG, ``table.md`` and
+    ``results.json`` (``summary`` plus wall time, device and package versions) into ``out``."""
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for fname, fig in figures.items():
+        path = out / fname
+        fig.savefig(path, dpi=130, bbox_inches="tight")
+        plt.close(fig)
+        files.append(path)
+    summary = {
+        "reproduction": name,
+        **summary,
+        "wall_time_s": time.perf_counter() - started,
+        "device": device_description(),
+        "versions": package_versions(),
+    }
+    text = json.dumps(summary, indent=2, default=_json_default) + "\n"
+    _atomic_write(out / "table.md", lambda tmp: Path(tmp).write_text(table))
+    _atomic_write(out / "results.json", lambda tmp: Path(tmp).write_text(text))
+    files += [out / "table.md", out / "results.json"]
+    return Outputs(out=out, files=files, summary=summary)
+
+
+def _json_default(x: Any) -> Any:
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.floating):
+        return _finite(float(x))
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
