@@ -39,8 +39,10 @@ SUMMARY = "summary.json"
 
 def package_versions() -> dict[str, str | None]:
     """Versions of the packages a run depends on (``None`` when not installed)."""
-    out: dict[str, str | None] = {}
-    for name in ("sgdlab", "jax", "jaxlib", "numpy", "diffrax"):
+    from . import __version__
+
+    out: dict[str, str | None] = {"sgdlab": __version__}  # also when run from a source tree
+    for name in ("jax", "jaxlib", "numpy", "diffrax"):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

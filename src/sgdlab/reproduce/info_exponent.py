@@ -97,8 +97,8 @@ def _pow2(a: int, b: int) -> tuple[int, ...]:
 FULL: tuple[Series, ...] = (
     Series("h1", _pow2(6, 14), seeds=256, batch_per_d=1 / 64),
     Series("h2", _pow2(6, 14), seeds=256, batch_per_d=1 / 64),
-    Series("h3", _pow2(6, 14), seeds=128, delta_fraction=0.5, batch_per_d=1 / 4, seeds_large=(2**14, 64)),
-    Series("h4", _pow2(4, 8), seeds=128, delta_fraction=0.25, batch_per_d=4.0),
+    Series("h3", _pow2(6, 12), seeds=128, delta_fraction=0.5, batch_per_d=1 / 4),
+    Series("h4", _pow2(4, 7), seeds=128, delta_fraction=0.25, batch_per_d=4.0),
 )
 QUICK: tuple[Series, ...] = (
     Series("h1", _pow2(5, 8), seeds=128, batch_per_d=1 / 64),
