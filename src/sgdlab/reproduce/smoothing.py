@@ -93,8 +93,8 @@ FULL: tuple[Series, ...] = (
     Series("h4", True, _pow2(6, 10), delta=0.3, seeds=64),
 )
 QUICK: tuple[Series, ...] = (
-    Series("h3", False, _pow2(7, 9), delta=0.5, seeds=64, batch_per_d=1 / 16),
-    Series("h3", True, _pow2(6, 8), delta=0.3, seeds=64),
+    Series("h3", False, _pow2(7, 9), delta=0.5, seeds=128, batch_per_d=1 / 16),
+    Series("h3", True, _pow2(6, 8), delta=0.3, seeds=128),
     Series("h4", False, _pow2(5, 7), delta=0.5, seeds=32, batch_per_d=1 / 2),
     Series("h4", True, _pow2(5, 7), delta=0.3, seeds=32),
 )
@@ -202,8 +202,16 @@ def reproduce(
             k = v[0].k()
             diff = v[3].slope - sm[3].slope
             se = math.hypot(v[3].stderr, sm[3].stderr)
+            common = sorted(set(v[1]) & set(sm[1]))
+            at = None
+            if common:
+                dmax = common[-1]
+                sv, ss = v[2][v[1].index(dmax)], sm[2][sm[1].index(dmax)]
+                at = {"d": dmax, "vanilla": _ci(sv), "smoothed": _ci(ss),
+                      "ratio": sv.median_samples / ss.median_samples}
             gaps[link] = {"k": k, "theory": theory_exponent(k) - smoothed_exponent(k), "gap": diff, "stderr": se,
-                          "ci_normal": [diff - 1.96 * se, diff + 1.96 * se]}
+                          "ci_normal": [diff - 1.96 * se, diff + 1.96 * se], "lower_one_sided_95": diff - 1.645 * se,
+                          "largest_common_d": at}
 
     summary = {
         "mode": "quick" if quick else "full",
@@ -240,6 +248,10 @@ def reproduce(
     ])
     return write_outputs(out, name="smoothing", summary=summary, table=table,
                          figures={"scaling.png": _figure(fits)}, started=started)
+
+
+def _ci(st) -> list[float | None]:
+    return [float(x) if math.isfinite(x) else None for x in (st.median_samples, *st.median_samples_ci)]
 
 
 def _figure(fits):
