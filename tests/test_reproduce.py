@@ -115,7 +115,7 @@ def test_smoothing_slopes(smooth):
 def test_reproduce_cli_errors(tmp_path):
     runner = CliRunner()
     r = runner.invoke(app, ["reproduce", "nope"])
-    assert r.exit_code == 2 and "NAME: got 'nope'; allowed: info-exponent, smoothing" in r.output
+    assert r.exit_code == 2 and "NAME: got 'nope'; allowed: info-exponent, smoothing, batch-size" in r.output
     r = runner.invoke(app, ["reproduce", "info-exponent", "--engine", "ode", "--store", str(tmp_path)])
     assert r.exit_code == 2 and "--engine: got 'ode'; allowed: chain or full" in r.output
     r = runner.invoke(app, ["reproduce", "smoothing", "--links", "h3"])

@@ -13,7 +13,7 @@
 - ``sgdlab demo [--out results/demo]``: a single-index h3 target learnt by spherical SGD on
   all three engines, with a figure and a table.
 - ``sgdlab reproduce NAME [--quick] [--engine chain|full] [--store DIR] [--out DIR]``: a system
-  of SYSTEMS.md (``info-exponent``, ``smoothing``) with figures, a table and a JSON of fitted
+  of SYSTEMS.md (``info-exponent``, ``smoothing``, ``batch-size``) with figures, a table and a JSON of fitted
   numbers (:mod:`sgdlab.reproduce`).
 
 Invalid input (configuration, overrides, options) is reported as one line
@@ -560,7 +560,7 @@ def demo_command(
 
 @app.command("reproduce")
 def reproduce_command(
-    name: Annotated[str, typer.Argument(help="info-exponent or smoothing.", show_default=False)],
+    name: Annotated[str, typer.Argument(help="info-exponent, smoothing or batch-size.", show_default=False)],
     quick: Annotated[bool, typer.Option("--quick", help="Small version (minutes on a laptop).")] = False,
     engine: Annotated[str, typer.Option("--engine", help="chain or full.")] = "chain",
     store: Annotated[Path, typer.Option("--store", help="Results store folder (runs are cached there).")] = Path(

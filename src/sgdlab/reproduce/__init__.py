@@ -8,7 +8,11 @@ confidence intervals beside the theory, wall time, device, package versions).
 - ``info-exponent``: samples to weak recovery vs d for h1..h4 (Ben Arous, Gheissari,
   Jagannath 2021), :mod:`sgdlab.reproduce.info_exponent`;
 - ``smoothing``: the same with the smoothed loss of Damian, Nichani, Ge, Lee (2023),
-  :mod:`sgdlab.reproduce.smoothing`.
+  :mod:`sgdlab.reproduce.smoothing`;
+- ``batch-size``: iterations vs minibatch size, square vs correlation loss, the phase
+  diagram, a large-batch failure of plain SGD and ODE vs chain for an erf committee
+  (Arnaboldi, Dandi, Krzakala, Loureiro, Pesce, Stephan 2024),
+  :mod:`sgdlab.reproduce.batch_size`.
 """
 
 from __future__ import annotations
@@ -30,7 +34,17 @@ def _smoothing() -> Callable:
     return reproduce
 
 
-REPRODUCTIONS: dict[str, Callable[[], Callable]] = {"info-exponent": _info_exponent, "smoothing": _smoothing}
+def _batch_size() -> Callable:
+    from .batch_size import reproduce
+
+    return reproduce
+
+
+REPRODUCTIONS: dict[str, Callable[[], Callable]] = {
+    "info-exponent": _info_exponent,
+    "smoothing": _smoothing,
+    "batch-size": _batch_size,
+}
 
 
 def get(name: str) -> Callable:
