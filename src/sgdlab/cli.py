@@ -571,7 +571,9 @@ def reproduce_command(
     links: Annotated[
         str | None, typer.Option("--links", help="Comma list of links (info-exponent), e.g. h2,h3,relu.")
     ] = None,
-    workers: Annotated[str | None, typer.Option("--workers", help="Local worker processes [one per core on CPU].")] = None,
+    workers: Annotated[
+        str | None, typer.Option("--workers", help="Local worker processes [one per core on CPU].")
+    ] = None,
 ) -> None:
     """Reproduce a system of SYSTEMS.md: figures, table.md and results.json with fitted numbers."""
     from .reproduce import get

@@ -20,7 +20,16 @@ from ..io import _atomic_write, package_versions
 from ..result import Result
 from ..store import Store, run_key
 
-__all__ = ["Outputs", "Point", "default_workers_for_backend", "escape_row", "fit_row", "run_points", "write_outputs"]
+__all__ = [
+    "Outputs",
+    "Point",
+    "default_workers_for_backend",
+    "escape_row",
+    "fit_row",
+    "matched_config",
+    "run_points",
+    "write_outputs",
+]
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,21 @@ class Outputs:
     out: Path
     files: list[Path] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
+
+
+def matched_config(link: str, d: int, *, seeds: int, seed: int, engine: str, width: int = 1, **train: Any) -> dict:
+    """Configuration dict of a run on the target ``link`` with the matched student (activation
+    ``link``, ``width`` neurons): ``train`` gives the ``[train]`` fields (``steps`` required);
+    about 100 records and the escape threshold 0.5 unless given."""
+    return {
+        "d": d,
+        "seeds": seeds,
+        "seed": seed,
+        "engine": engine,
+        "target": {"link": link},
+        "student": {"activation": link, "width": width},
+        "train": {"record_every": max(1, train["steps"] // 100), "escape_threshold": 0.5, **train},
+    }
 
 
 def default_workers_for_backend() -> int:
@@ -105,7 +129,9 @@ def escape_row(result: Result, *, mask=None, seed: int = 0) -> tuple[EscapeStats
     return s, row
 
 
-def fit_row(ds, stats: Sequence[EscapeStats], theory: float, *, log_correction: bool = False) -> tuple[ScalingFit | None, dict]:
+def fit_row(
+    ds, stats: Sequence[EscapeStats], theory: float, *, log_correction: bool = False
+) -> tuple[ScalingFit | None, dict]:
     """Weighted log-log fit of median escape samples against d, with its confidence
     interval, next to the theory exponent. ``None`` (and a row saying why) when fewer than
     two points have a finite median."""

@@ -84,7 +84,7 @@ from .._functions import gauss_hermite, information_exponent, resolve_fn
 from ..analysis import fit_scaling
 from ..config import ConfigError
 from ..theory import critical_delta, escape_integral, escape_steps_effective
-from ._common import Outputs, Point, escape_row, fmt_g, markdown_table, run_points, write_outputs
+from ._common import Outputs, Point, escape_row, fmt_g, markdown_table, matched_config, run_points, write_outputs
 
 __all__ = [
     "FULL",
@@ -268,25 +268,9 @@ def _horizon(link: str, d: int, lr: float, batch: int, loss: str) -> int:
 
 def _config(link: str, d: int, width: int, loss: str, lr: float, batch: int, steps: int, seeds: int, init,
             engine: str, seed: int) -> dict:
-    return {
-        "d": d,
-        "seeds": seeds,
-        "seed": seed,
-        "engine": engine,
-        "target": {"link": link},
-        "student": {"activation": link, "width": width},
-        "train": {
-            "loss": loss,
-            "lr": float(lr),
-            "batch": batch,
-            "steps": steps,
-            "projected": True,
-            "init": init,
-            "record_every": max(1, steps // 100),
-            "escape_threshold": THRESHOLD,
-            "stop_fraction": STOP_FRACTION,
-        },
-    }
+    return matched_config(link, d, seeds=seeds, seed=seed, engine=engine, width=width, loss=loss, lr=float(lr),
+                          batch=batch, steps=steps, projected=True, init=init, escape_threshold=THRESHOLD,
+                          stop_fraction=STOP_FRACTION)
 
 
 def _init(k: int) -> str:

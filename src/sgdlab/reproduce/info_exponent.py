@@ -16,10 +16,11 @@ Protocol, per link and dimension:
 - step size: :math:`\delta` a fixed fraction of :func:`sgdlab.theory.critical_delta` (above it
   the renormalisation term makes the equator attracting at :math:`m \sim d^{-1/2}`);
 - minibatch: :math:`n_b = \max(1, \text{round}(\beta d))` samples per step (``batch_per_d``
-  :math:`= \beta`) with step size :math:`n_b\,\eta`. Per sample this is the same process to leading order (drift, noise and
-  renormalisation per sample are unchanged while :math:`n_b \ll d^{k/2}`, Arnaboldi et al.
-  2024); the relative corrections are :math:`O(n_b/d)`, constant along the series because
-  :math:`n_b \propto d`, so they cannot tilt the fitted slope. The run checks it at one
+  :math:`= \beta`) with step size :math:`n_b\,\eta`. Per sample this is the same process to
+  leading order (drift, noise and renormalisation per sample are unchanged while
+  :math:`n_b \ll d^{k/2}`, Arnaboldi et al. 2024); the relative corrections are
+  :math:`O(n_b/d)`, constant along the series because :math:`n_b \propto d`, so they cannot
+  tilt the fitted slope. The run checks it at one
   dimension: batch 1 against the series' batches (``batch_check`` in the JSON);
 - horizon: ``horizon`` times the steps of the effective dynamics
   (:func:`sgdlab.theory.escape_steps_effective`) from :math:`m_0 = d^{-1/2}`, ended early once
@@ -49,7 +50,17 @@ from .._functions import information_exponent, resolve_fn
 from ..analysis import theory_exponent
 from ..config import ConfigError
 from ..theory import critical_delta, escape_steps_effective, theory_lr
-from ._common import Outputs, Point, escape_row, fmt_g, fit_row, markdown_table, run_points, write_outputs
+from ._common import (
+    Outputs,
+    Point,
+    escape_row,
+    fit_row,
+    fmt_g,
+    markdown_table,
+    matched_config,
+    run_points,
+    write_outputs,
+)
 
 __all__ = ["FULL", "QUICK", "Series", "cost", "plan", "reproduce"]
 
@@ -80,7 +91,9 @@ class Series:
         g = resolve_fn(self.link, "target.link")
         k = information_exponent(g, g)
         if k is None:
-            raise ConfigError(f"--links: got {self.link!r}; allowed: a link with a non-zero Hermite coefficient of degree >= 1")
+            raise ConfigError(
+                f"--links: got {self.link!r}; allowed: a link with a non-zero Hermite coefficient of degree >= 1"
+            )
         return int(k)
 
     def step_delta(self) -> float:
@@ -122,25 +135,8 @@ def _batch(series: Series, d: int) -> int:
 def _config(link: str, d: int, k: int, delta: float, batch: int, steps: int, seeds: int, init, engine: str,
             stop: float | None, seed: int = 0) -> dict:
     eta = theory_lr(k, d, delta, log_step=False)
-    return {
-        "d": d,
-        "seeds": seeds,
-        "seed": seed,
-        "engine": engine,
-        "target": {"link": link},
-        "student": {"activation": link},
-        "train": {
-            "loss": "square",
-            "lr": eta * batch,
-            "batch": batch,
-            "steps": steps,
-            "spherical": True,
-            "init": init,
-            "record_every": max(1, steps // 100),
-            "escape_threshold": 0.5,
-            "stop_fraction": stop,
-        },
-    }
+    return matched_config(link, d, seeds=seeds, seed=seed, engine=engine, loss="square", lr=eta * batch, batch=batch,
+                          steps=steps, spherical=True, init=init, stop_fraction=stop)
 
 
 def _horizon_steps(link: str, k: int, d: int, delta: float, batch: int, mult: float) -> int:
@@ -293,7 +289,9 @@ def reproduce(
         e = np.asarray(res.escape_step)
         traj_summary[name] = {
             "seeds": int(e.size),
-            "median_escape_samples": None if (e >= 0).mean() < 0.5 else float(np.median(np.where(e >= 0, e, np.inf))) * res.batch,
+            "median_escape_samples": None
+            if (e >= 0).mean() < 0.5
+            else float(np.median(np.where(e >= 0, e, np.inf))) * res.batch,
             "fraction_escaped": float((e >= 0).mean()),
         }
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -42,7 +41,17 @@ from ..analysis import smoothed_exponent, theory_exponent
 from ..config import ConfigError
 from ..smoothing import smoothing_lam
 from ..theory import escape_steps_effective
-from ._common import Outputs, Point, escape_row, fit_row, fmt_g, markdown_table, run_points, write_outputs
+from ._common import (
+    Outputs,
+    Point,
+    escape_row,
+    fit_row,
+    fmt_g,
+    markdown_table,
+    matched_config,
+    run_points,
+    write_outputs,
+)
 
 __all__ = ["FULL", "QUICK", "Series", "cost", "plan", "reproduce"]
 
@@ -115,26 +124,9 @@ def _expected_samples(s: Series, d: int) -> float:
 def _point(s: Series, d: int, engine: str, seed: int) -> Point:
     k, b = s.k(), s.batch(d)
     steps = max(10, int(math.ceil(s.horizon * _expected_samples(s, d) / b)))
-    cfg = {
-        "d": d,
-        "seeds": s.seeds,
-        "seed": seed,
-        "engine": engine,
-        "target": {"link": s.link},
-        "student": {"activation": s.link},
-        "train": {
-            "loss": "correlation",
-            "lr": s.eta(d) * b,
-            "batch": b,
-            "steps": steps,
-            "spherical": True,
-            "init": "random_positive" if k % 2 else "random",
-            "record_every": max(1, steps // 100),
-            "escape_threshold": 0.5,
-            "stop_fraction": STOP_FRACTION,
-            "smoothing": s.lam(d),
-        },
-    }
+    cfg = matched_config(s.link, d, seeds=s.seeds, seed=seed, engine=engine, loss="correlation", lr=s.eta(d) * b,
+                         batch=b, steps=steps, spherical=True, init="random_positive" if k % 2 else "random",
+                         stop_fraction=STOP_FRACTION, smoothing=s.lam(d))
     tags = {"link": s.link, "k": k, "smoothed": s.smoothed, "d": d, "batch": b, "lam": s.lam(d)}
     return Point(tags, cfg)
 
@@ -241,7 +233,10 @@ def reproduce(
         ("series", "series", str), ("theory", "theory", fmt), ("slope", "fitted", f3), ("ci_text", "95% CI", str),
         ("chi2_red", "chi2/dof", fmt), ("theory_in_ci", "theory in CI", str),
     ])
-    grows = [{"link": link, **g, "ci_text": f"[{g['ci_normal'][0]:.3f}, {g['ci_normal'][1]:.3f}]"} for link, g in gaps.items()]
+    grows = [
+        {"link": link, **g, "ci_text": f"[{g['ci_normal'][0]:.3f}, {g['ci_normal'][1]:.3f}]"}
+        for link, g in gaps.items()
+    ]
     table += "\n## Vanilla minus smoothed slope\n\n" + markdown_table(grows, [
         ("link", "link", str), ("theory", "theory (k-1) - k/2", fmt), ("gap", "measured", f3),
         ("ci_text", "95% CI", str),
