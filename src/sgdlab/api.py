@@ -33,6 +33,17 @@ def _built(engine: Any, model: Model):
     return _built_cached(engine, dataclasses.replace(model, training=canonical))
 
 
+def _model(problem: Any, student: Any, training: Training):
+    """A :class:`Model`, or a :class:`~sgdlab.sequence.SequenceModel` for sequence problems."""
+    from .sequence import SequenceModel, SequenceProblem, SequenceStudent
+
+    seq_p, seq_s = isinstance(problem, SequenceProblem), isinstance(student, SequenceStudent)
+    if seq_p != seq_s:
+        what = "a SequenceStudent" if seq_p else "a Student"
+        raise _bad("student", type(student).__name__, f"{what} for a {type(problem).__name__}")
+    return SequenceModel(problem, student, training) if seq_p else Model(problem, student, training)
+
+
 def run(
     problem: Problem,
     student: Student,
@@ -55,7 +66,7 @@ def run(
     seeds = _positive_int("seeds", seeds)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise _bad("seed", seed, "a non-negative integer")
-    model = Model(problem, student, training)
+    model = _model(problem, student, training)
     model.check()
     t0 = time.perf_counter()
     if hasattr(engine, "solve"):  # deterministic engines

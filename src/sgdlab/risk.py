@@ -75,6 +75,8 @@ def _committee_terms(model: Model, Q, M, a):
 def population_risk(model: Model, M: jax.Array, Q: jax.Array, a: jax.Array) -> jax.Array:
     """Population value of the training loss at order parameters (M (p, r), Q (p, p), a (p,))."""
     tr, prob = model.training, model.problem
+    if hasattr(model, "population_risk"):  # sequence models carry their own
+        return model.population_risk(M, Q, a)
     if tr.loss in ("square", "correlation"):
         ff, fy, yy = _committee_terms(model, Q, M, a)
         if tr.loss == "square":

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .._wishart import psd_cholesky, wishart, wishart_quadratic
 from ..model import Model
@@ -71,8 +72,16 @@ class Chain:
 
     def build(self, model: Model) -> StochasticEngine:
         stu, tr = model.student, model.training
-        d, p, r, n = model.problem.d, model.p, model.r, tr.batch
+        d, p, r = model.problem.d, model.p, model.r
         P = p + r
+        # sequence models: the rows of a batch are the tokens of its samples, shifted by the
+        # positional encodings p_l (fixed directions): in the coordinates y of Z = y L^T the
+        # shift of token l is c_l^T L, c_l = p_l's coefficients on the rows of G
+        tokens = getattr(model, "tokens", 1)
+        n = tr.batch * tokens
+        shift = None
+        if tokens > 1 and getattr(model, "offsets", None) is not None and np.any(model.offsets):
+            shift = jnp.concatenate([jnp.zeros((tokens, p)), jnp.asarray(model.offsets)], axis=1)
         a0 = jnp.asarray(stu.a0, jnp.float64)
         norm = model.needs_norm
         eye_r = jnp.eye(r)
@@ -91,6 +100,8 @@ class Chain:
             G, L, a, lr, lr_a = s["G"], s["L"], s["a"], s["lr"], s["lr_a"]
             key, ky, kxi, kk = jax.random.split(s["key"], 4)
             Y = jax.random.normal(ky, (n, P))
+            if shift is not None:
+                Y = Y + jnp.tile(shift @ L, (tr.batch, 1))
             Z = Y @ L.T
             xi = jax.random.normal(kxi, (n,))
             if norm:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ..model import Model
 from ._driver import MAX_NORM2, StochasticEngine
@@ -38,8 +39,15 @@ class Full:
 
     def build(self, model: Model) -> StochasticEngine:
         prob, stu, tr = model.problem, model.student, model.training
-        d, p, r, n = prob.d, model.p, model.r, tr.batch
+        d, p, r = prob.d, model.p, model.r
         dt = jnp.dtype(self.dtype)
+        # sequence models: a batch is batch * L token rows (sample-major), each shifted by its
+        # positional encoding p_l = sum_k offsets[l, k] e_k (the fixed directions are e_0..e_{r-1})
+        tokens = getattr(model, "tokens", 1)
+        n = tr.batch * tokens
+        shift = None
+        if tokens > 1 and getattr(model, "offsets", None) is not None and np.any(model.offsets):
+            shift = jnp.zeros((tokens, d), dt).at[:, :r].set(jnp.asarray(model.offsets, dt))
         a0 = jnp.asarray(stu.a0, dt)
         norm = model.needs_norm
 
@@ -61,6 +69,8 @@ class Full:
             W, a, lr, lr_a = s["W"], s["a"], s["lr"], s["lr_a"]
             key, kx, kxi = jax.random.split(s["key"], 3)
             X = jax.random.normal(kx, (n, d), dt)
+            if shift is not None:
+                X = X + jnp.tile(shift, (tr.batch, 1))
             xi = jax.random.normal(kxi, (n,), dt)
             lam = X @ W.T
             if norm:  # a loss that needs each sample's |x|^2 (smoothed): the exact one
