@@ -560,7 +560,7 @@ def demo_command(
 
 @app.command("reproduce")
 def reproduce_command(
-    name: Annotated[str, typer.Argument(help="info-exponent, smoothing or batch-size.", show_default=False)],
+    name: Annotated[str, typer.Argument(help="info-exponent, smoothing, batch-size or ssi.", show_default=False)],
     quick: Annotated[bool, typer.Option("--quick", help="Small version (minutes on a laptop).")] = False,
     engine: Annotated[str, typer.Option("--engine", help="chain or full.")] = "chain",
     store: Annotated[Path, typer.Option("--store", help="Results store folder (runs are cached there).")] = Path(

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .model import Model, Problem, Student, Training
+from .model import Problem, Student, Training
 
 __all__ = [
     "ENGINES",
@@ -132,6 +133,24 @@ class FullConfig(_Section):
     dtype: Literal["float32", "float64"] = "float32"
 
 
+class SequenceConfig(_Section):
+    """``[sequence]``: L-token inputs (``sgdlab.sequence``). ``target.link`` is the per-token link
+    and ``student.activation`` the student's activation; see :class:`~sgdlab.sequence.SequenceProblem`
+    and :class:`~sgdlab.sequence.SequenceStudent`."""
+
+    length: int = 2
+    combine: Literal["sum", "pooled", "product", "difference", "staircase", "attention"] = "sum"
+    scale: Literal["one", "mean", "sqrt"] = "sqrt"
+    positional: Literal["opposite"] | list[list[Number]] | None = None
+    positional_scale: Number = 1.0
+    omega: Number = 0.0
+    attention_a: Number = 1.0
+    student: Literal["tied", "plain", "attention"] = "tied"
+    pooling: Literal["field", "sum"] = "field"
+    readout: Literal["matrix", "trace", "projection"] = "matrix"
+    projection: list[list[Number]] | None = None
+
+
 class Config(_Section):
     """A complete run configuration (all defaults filled in once validated)."""
 
@@ -144,15 +163,25 @@ class Config(_Section):
     train: TrainConfig = TrainConfig()
     ode: ODEConfig = ODEConfig()
     full: FullConfig = FullConfig()
+    sequence: SequenceConfig | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The resolved configuration as plain JSON/TOML-compatible data."""
-        return self.model_dump(mode="json")
+        """The resolved configuration as plain JSON/TOML-compatible data (without a
+        ``sequence`` table when there is none, so single-sample configurations keep their keys)."""
+        return self.model_dump(mode="json", exclude={"sequence"} if self.sequence is None else None)
 
 
 # --------------------------------------------------------------------------------------
 # Validation errors as one line
 # --------------------------------------------------------------------------------------
+
+
+def _section_type(ann: Any) -> type[BaseModel] | None:
+    """The section model of a field annotation (``Section`` or ``Section | None``)."""
+    for t in (ann, *typing.get_args(ann)):
+        if isinstance(t, type) and issubclass(t, BaseModel):
+            return t
+    return None
 
 
 def _field_path(loc: tuple, root: type[BaseModel] = Config) -> str:
@@ -165,8 +194,7 @@ def _field_path(loc: tuple, root: type[BaseModel] = Config) -> str:
             model = None
         elif model is not None and item in model.model_fields:
             parts.append(item)
-            ann = model.model_fields[item].annotation
-            model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+            model = _section_type(model.model_fields[item].annotation)
         elif model is not None and not parts:
             parts.append(str(item))  # unknown top-level key
             model = None
@@ -183,9 +211,10 @@ def _section_model(path: str) -> type[BaseModel] | None:
         return model
     for name in path.split("."):
         f = model.model_fields.get(name)
-        if f is None or not (isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)):
+        sub = None if f is None else _section_type(f.annotation)
+        if sub is None:
             return None
-        model = f.annotation
+        model = sub
     return model
 
 
@@ -351,22 +380,12 @@ def make_engine(cfg: Config, name: str | None = None) -> Any:
 def build(cfg: Config, *, engine: bool = False) -> Built:
     """Construct ``Problem``, ``Student``, ``Training`` (and with ``engine=True`` the engine),
     running every value check; a failing check raises :class:`ConfigError`."""
-    t, s, tr = cfg.target, cfg.student, cfg.train
+    tr = cfg.train
     try:
-        problem = Problem(
-            d=cfg.d,
-            link=t.link_spec,
-            directions=t.directions,
-            weights=None if t.weights is None else tuple(t.weights),
-            noise=t.noise,
-        )
-        student = Student(
-            width=s.width,
-            activation=s.activation,
-            second_layer=s.second_layer,
-            output_scale=s.output_scale,
-            a0=s.a0 if isinstance(s.a0, float | int) else tuple(s.a0),
-        )
+        if cfg.sequence is not None:
+            problem, student = _sequence_parts(cfg)
+        else:
+            problem, student = _parts(cfg)
         training = Training(
             loss=tr.loss,
             lr=tr.lr,
@@ -382,10 +401,52 @@ def build(cfg: Config, *, engine: bool = False) -> Built:
             smoothing_nodes=tr.smoothing_nodes,
             stop_fraction=tr.stop_fraction,
         )
-        Model(problem, student, training).check()
+        from .api import _model
+
+        _model(problem, student, training).check()
         eng = make_engine(cfg) if engine else None
     except ConfigError:
         raise
     except ValueError as e:
         raise ConfigError(_one_line(str(e))) from None
     return Built(problem, student, training, eng)
+
+
+def _parts(cfg: Config) -> tuple[Problem, Student]:
+    t, s = cfg.target, cfg.student
+    problem = Problem(
+        d=cfg.d,
+        link=t.link_spec,
+        directions=t.directions,
+        weights=None if t.weights is None else tuple(t.weights),
+        noise=t.noise,
+    )
+    student = Student(
+        width=s.width,
+        activation=s.activation,
+        second_layer=s.second_layer,
+        output_scale=s.output_scale,
+        a0=s.a0 if isinstance(s.a0, float | int) else tuple(s.a0),
+    )
+    return problem, student
+
+
+def _sequence_parts(cfg: Config):
+    from .sequence import SequenceProblem, SequenceStudent
+
+    t, s, q = cfg.target, cfg.student, cfg.sequence
+    if t.directions != 1:
+        raise ConfigError(f"target.directions: got {t.directions}; allowed: 1 with a [sequence] table")
+    if s.width != 1:
+        raise ConfigError(f"student.width: got {s.width}; allowed: 1 with a [sequence] table "
+                          "(the plain network has one row per token)")
+    problem = SequenceProblem(
+        d=cfg.d, length=q.length, link=t.link_spec, combine=q.combine, scale=q.scale,
+        positional=q.positional, positional_scale=q.positional_scale, omega=q.omega,
+        attention_a=q.attention_a, noise=t.noise,
+    )
+    student = SequenceStudent(
+        kind=q.student, activation=s.activation, pooling=q.pooling, readout=q.readout,
+        projection=q.projection, length=q.length,
+    )
+    return problem, student

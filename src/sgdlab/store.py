@@ -156,7 +156,10 @@ def _sql_value(v: Any) -> Any:
 
 
 def _config_columns() -> list[str]:
-    return list(flatten(Config(d=1).to_dict()))
+    """Every configuration field, the ``[sequence]`` table's included (NULL for other runs)."""
+    from .config import SequenceConfig
+
+    return list(flatten(Config(d=1, sequence=SequenceConfig()).to_dict()))
 
 
 def _quote(name: str) -> str:

@@ -12,7 +12,11 @@ confidence intervals beside the theory, wall time, device, package versions).
 - ``batch-size``: iterations vs minibatch size, square vs correlation loss, the phase
   diagram, a large-batch failure of plain SGD and ODE vs chain for an erf committee
   (Arnaboldi, Dandi, Krzakala, Loureiro, Pesce, Stephan 2024),
-  :mod:`sgdlab.reproduce.batch_size`.
+  :mod:`sgdlab.reproduce.batch_size`;
+- ``ssi``: sequence single-index models and single-layer attention: escape time vs sequence
+  length for tied, position-specific and attention students, the positional/semantic
+  landscape and its omega transitions, ODE vs simulation (Arnaboldi, Loureiro, Stephan,
+  Krzakala, Zdeborova 2025), :mod:`sgdlab.reproduce.ssi`.
 """
 
 from __future__ import annotations
@@ -40,10 +44,17 @@ def _batch_size() -> Callable:
     return reproduce
 
 
+def _ssi() -> Callable:
+    from .ssi import reproduce
+
+    return reproduce
+
+
 REPRODUCTIONS: dict[str, Callable[[], Callable]] = {
     "info-exponent": _info_exponent,
     "smoothing": _smoothing,
     "batch-size": _batch_size,
+    "ssi": _ssi,
 }
 
 
