@@ -32,6 +32,10 @@ chi ~ chi^2(d - P) independent of y; every expectation gets one more axis, a gen
 Gauss–Laguerre rule for chi (exact for polynomials in |x|^2, see ``_chi2_nodes``), and the
 noise term is E[c c^T |x|^2] with that same |x|^2 instead of E[c c^T (|y|^2 + d - P)].
 
+Sequence models (``model.tokens``) with one student row (tied network, attention layer)
+take their field from ``ode_sequence.py`` (same state, the tokens' sums and positional
+shifts); the position-specific network is refused (chain or full engine).
+
 Start: ``init = m0`` gives Q = r m0^2 + (1 - r m0^2) I, M = m0; ``init = "random"`` the
 typical start of a uniformly random unit row, Q = I and M = d^{-1/2} (positive).
 """
@@ -60,6 +64,8 @@ __all__ = ["ODE", "initial_order_parameters"]
 
 def _poly_degree(model: Model) -> int | None:
     """Degree of c(z) in the fields, when everything is polynomial (else None)."""
+    if hasattr(model, "tokens"):  # sequence models: no degree bookkeeping (softmax, shifts)
+        return None
     stu, prob, tr = model.student, model.problem, model.training
     ds = stu.activation.degree
     dg = prob.link.degree if prob.is_committee else None
@@ -88,6 +94,31 @@ def initial_order_parameters(model: Model) -> tuple[np.ndarray, np.ndarray]:
     m0 = 1.0 / math.sqrt(d) if isinstance(init, str) else float(init)
     Q = np.full((p, p), r * m0**2) + (1.0 - r * m0**2) * np.eye(p) if not isinstance(init, str) else np.eye(p)
     return Q, np.full((p, r), m0)
+
+
+def _geometry(tr, Q, M, dQ, dM, A1, moments, n, lr, lr2):
+    """Add the spherical (tangent projection) and renormalisation terms to (dQ, dM).
+
+    ``A1`` = E[lambda c^T] (p, p) per sample; ``moments()`` returns (E[cl cl^T],
+    E[cl_i lambda_i c_j]) with cl_j = c_j lambda_j (p-vectors per sample; for a sequence
+    sample both are E[cl^2] with cl = sum_l c_l lambda_l); they are only evaluated for
+    spherical SGD. D_j = sum_b cl_bj / (n Q_jj) over a batch of n samples.
+    """
+    if tr.spherical:
+        Ecl2, Eclc = moments()
+        qd = jnp.diag(Q)
+        ED = jnp.diag(A1) / qd
+        EDD = (Ecl2 / n) / (qd[:, None] * qd[None, :])
+        EDD = EDD + (1.0 - 1.0 / n) * ED[:, None] * ED[None, :]
+        EDLC = Eclc / (n * qd[:, None])
+        EDLC = EDLC + (1.0 - 1.0 / n) * ED[:, None] * A1
+        dQ = dQ - lr * (ED[:, None] + ED[None, :]) * Q + lr2 * (Q * EDD - EDLC - EDLC.T)
+        dM = dM - lr * ED[:, None] * M
+    if tr.renormalise:
+        dd = jnp.diag(dQ)
+        dM = dM - 0.5 * dd[:, None] * M
+        dQ = dQ - 0.5 * (dd[:, None] + dd[None, :]) * Q
+    return dQ, dM
 
 
 ODE_POINTS = 20_000  # default tensor-rule budget of the velocity (evaluated at every solver stage)
@@ -143,6 +174,10 @@ class ODE:
     @functools.lru_cache(maxsize=64)  # noqa: B019 (frozen, hashable engine; one field per model)
     def velocity(self, model: Model, nodes: int | None = None):
         """The vector field (k, state) -> d state / d k, with state = {Q, M, a}."""
+        if hasattr(model, "tokens"):  # sequence models (one student row): ode_sequence.py
+            from .ode_sequence import sequence_velocity
+
+            return sequence_velocity(model, second_order=self.second_order, nodes=nodes or self.nodes)
         p, r, d = model.p, model.r, model.problem.d
         tr, stu = model.training, model.student
         n, lr, lr_a = tr.batch, tr.lr, tr.eta_a
@@ -189,20 +224,12 @@ class ODE:
             XX = Ecc / n + (1.0 - 1.0 / n) * g @ g.T
             dQ = lr * (A1 + A1.T) + lr2 * XX
             dM = lr * B1
-            if tr.spherical:
-                qd = jnp.diag(Q)
+
+            def moments():
                 cl = c * lam  # (N, p)
-                ED = jnp.diag(A1) / qd
-                EDD = (E(cl[:, :, None] * cl[:, None, :]) / n) / (qd[:, None] * qd[None, :])
-                EDD = EDD + (1.0 - 1.0 / n) * ED[:, None] * ED[None, :]
-                EDLC = E((cl * lam)[:, :, None] * c[:, None, :]) / (n * qd[:, None])
-                EDLC = EDLC + (1.0 - 1.0 / n) * ED[:, None] * A1
-                dQ = dQ - lr * (ED[:, None] + ED[None, :]) * Q + lr2 * (Q * EDD - EDLC - EDLC.T)
-                dM = dM - lr * ED[:, None] * M
-            if tr.renormalise:
-                dd = jnp.diag(dQ)
-                dM = dM - 0.5 * dd[:, None] * M
-                dQ = dQ - 0.5 * (dd[:, None] + dd[None, :]) * Q
+                return E(cl[:, :, None] * cl[:, None, :]), E((cl * lam)[:, :, None] * c[:, None, :])
+
+            dQ, dM = _geometry(tr, Q, M, dQ, dM, A1, moments, n, lr, lr2)
             da = -lr_a * E(ga) if stu.trained else jnp.zeros_like(a)
             return {"Q": 0.5 * (dQ + dQ.T), "M": dM, "a": da}
 
@@ -212,6 +239,10 @@ class ODE:
     def solve(self, model: Model, progress=None) -> dict[str, Any]:
         tr = model.training
         p, r = model.p, model.r
+        if hasattr(model, "tokens"):
+            from .ode_sequence import check_sequence_model
+
+            check_sequence_model(model)
         Q0, M0 = initial_order_parameters(model)
         y0 = {"Q": jnp.asarray(Q0), "M": jnp.asarray(M0), "a": jnp.asarray(model.student.a0, jnp.float64)}
         field, nodes = self.velocity(model)
