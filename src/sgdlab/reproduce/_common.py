@@ -21,15 +21,26 @@ from ..result import Result
 from ..store import Store, run_key
 
 __all__ = [
+    "STOP_FRACTION",
     "Outputs",
     "Point",
     "default_workers_for_backend",
     "escape_row",
     "fit_row",
+    "cost",
     "matched_config",
+    "pow2",
     "run_points",
     "write_outputs",
 ]
+
+
+STOP_FRACTION = 0.7  # escape runs end once this fraction of seeds escaped: the KM median is unchanged (> 1/2)
+
+
+def pow2(a: int, b: int) -> tuple[int, ...]:
+    """(2^a, ..., 2^b)."""
+    return tuple(2**i for i in range(a, b + 1))
 
 
 @dataclass(frozen=True)
@@ -63,6 +74,19 @@ def matched_config(link: str, d: int, *, seeds: int, seed: int, engine: str, wid
         "student": {"activation": link, "width": width},
         "train": {"record_every": max(1, train["steps"] // 100), "escape_threshold": 0.5, **train},
     }
+
+
+def cost(p: Point) -> float:
+    """Seed-samples of a run at its horizon, times its student rows and sequence tokens (the
+    order of execution: cheapest first, so an interrupted reproduction keeps the most runs);
+    ODE runs cost next to nothing."""
+    c = p.config
+    if c.get("engine") == "ode":
+        return 1.0
+    tr = c["train"]
+    width = c.get("student", {}).get("width", 1)
+    tokens = (c.get("sequence") or {}).get("length", 1)
+    return float(c["seeds"]) * tr["steps"] * tr.get("batch", 1) * width * tokens
 
 
 def default_workers_for_backend() -> int:

@@ -84,7 +84,18 @@ from .._functions import gauss_hermite, information_exponent, resolve_fn
 from ..analysis import fit_scaling
 from ..config import ConfigError
 from ..theory import critical_delta, escape_integral, escape_steps_effective
-from ._common import Outputs, Point, escape_row, fmt_g, markdown_table, matched_config, run_points, write_outputs
+from ._common import (
+    STOP_FRACTION,
+    Outputs,
+    Point,
+    cost,
+    escape_row,
+    fmt_g,
+    markdown_table,
+    matched_config,
+    run_points,
+    write_outputs,
+)
 
 __all__ = [
     "FULL",
@@ -102,7 +113,6 @@ __all__ = [
 ]
 
 THRESHOLD = 0.5
-STOP_FRACTION = 0.7
 HORIZON = 6.0  # horizon = HORIZON x the effective-dynamics steps of the batch's reference step
 T_MIN = 30  # ... but at least this many iterations
 T_FIT_MIN = 8.0  # slope fits use batches whose effective-dynamics time is at least this
@@ -372,11 +382,6 @@ def plan(
         pts += _committee_points(spec.committee, seed)
     return spec, pts
 
-
-def cost(p: Point) -> float:
-    """Seed-samples of a run at its horizon (runs are executed cheapest first)."""
-    tr = p.config["train"]
-    return float(p.config["seeds"]) * tr["steps"] * tr["batch"] * p.config["student"].get("width", 1)
 
 
 # --------------------------------------------------------------------------------------

@@ -51,20 +51,22 @@ from ..analysis import theory_exponent
 from ..config import ConfigError
 from ..theory import critical_delta, escape_steps_effective, theory_lr
 from ._common import (
+    STOP_FRACTION,
     Outputs,
     Point,
+    cost,
     escape_row,
     fit_row,
     fmt_g,
     markdown_table,
     matched_config,
+    pow2,
     run_points,
     write_outputs,
 )
 
 __all__ = ["FULL", "QUICK", "Series", "cost", "plan", "reproduce"]
 
-STOP_FRACTION = 0.7
 FULL_ENGINE_MAX_D = 1024  # the d-dimensional simulation runs the part of a series with d <= this
 
 
@@ -103,20 +105,17 @@ class Series:
         return 0.5 if math.isinf(dc) else self.delta_fraction * dc
 
 
-def _pow2(a: int, b: int) -> tuple[int, ...]:
-    return tuple(2**i for i in range(a, b + 1))
-
 
 FULL: tuple[Series, ...] = (
-    Series("h1", _pow2(6, 14), seeds=256, batch_per_d=1 / 64),
-    Series("h2", _pow2(6, 14), seeds=256, batch_per_d=1 / 64),
-    Series("h3", _pow2(6, 12), seeds=128, delta_fraction=0.5, batch_per_d=1 / 4),
-    Series("h4", _pow2(4, 7), seeds=128, delta_fraction=0.25, batch_per_d=4.0),
+    Series("h1", pow2(6, 14), seeds=256, batch_per_d=1 / 64),
+    Series("h2", pow2(6, 14), seeds=256, batch_per_d=1 / 64),
+    Series("h3", pow2(6, 12), seeds=128, delta_fraction=0.5, batch_per_d=1 / 4),
+    Series("h4", pow2(4, 7), seeds=128, delta_fraction=0.25, batch_per_d=4.0),
 )
 QUICK: tuple[Series, ...] = (
-    Series("h1", _pow2(5, 8), seeds=128, batch_per_d=1 / 64),
-    Series("h2", _pow2(5, 8), seeds=128, batch_per_d=1 / 64),
-    Series("h3", _pow2(4, 7), seeds=96, delta_fraction=0.5, batch_per_d=1 / 4),
+    Series("h1", pow2(5, 8), seeds=128, batch_per_d=1 / 64),
+    Series("h2", pow2(5, 8), seeds=128, batch_per_d=1 / 64),
+    Series("h3", pow2(4, 7), seeds=96, delta_fraction=0.5, batch_per_d=1 / 4),
 )
 TRAJECTORY = {
     "full": dict(link="h3", d=256, chain_seeds=64, full_seeds=16),
@@ -333,11 +332,6 @@ def reproduce(
     figures = {"scaling.png": _scaling_figure(scaling), "trajectories.png": _trajectory_figure(traj, tspec)}
     return write_outputs(out, name="info-exponent", summary=summary, table=table, figures=figures, started=started)
 
-
-def cost(p: Point) -> float:
-    """Seed-samples of a run at its horizon (runs are executed cheapest first)."""
-    tr = p.config["train"]
-    return float(p.config["seeds"]) * tr["steps"] * tr["batch"]
 
 
 def _series_for(link: str, defaults: Sequence[Series]) -> Series:

@@ -42,20 +42,22 @@ from ..config import ConfigError
 from ..smoothing import smoothing_lam
 from ..theory import escape_steps_effective
 from ._common import (
+    STOP_FRACTION,
     Outputs,
     Point,
+    cost,
     escape_row,
     fit_row,
     fmt_g,
     markdown_table,
     matched_config,
+    pow2,
     run_points,
     write_outputs,
 )
 
 __all__ = ["FULL", "QUICK", "Series", "cost", "plan", "reproduce"]
 
-STOP_FRACTION = 0.7
 
 
 @dataclass(frozen=True)
@@ -91,21 +93,18 @@ class Series:
         return f"{self.link} {'smoothed' if self.smoothed else 'vanilla'}"
 
 
-def _pow2(a: int, b: int) -> tuple[int, ...]:
-    return tuple(2**i for i in range(a, b + 1))
-
 
 FULL: tuple[Series, ...] = (
-    Series("h3", False, _pow2(7, 11), delta=0.5, seeds=128, batch_per_d=1 / 16),
-    Series("h3", True, _pow2(6, 11), delta=0.3, seeds=128),
-    Series("h4", False, _pow2(5, 8), delta=0.5, seeds=64, batch_per_d=1 / 2),
-    Series("h4", True, _pow2(6, 10), delta=0.3, seeds=64),
+    Series("h3", False, pow2(7, 11), delta=0.5, seeds=128, batch_per_d=1 / 16),
+    Series("h3", True, pow2(6, 11), delta=0.3, seeds=128),
+    Series("h4", False, pow2(5, 8), delta=0.5, seeds=64, batch_per_d=1 / 2),
+    Series("h4", True, pow2(6, 10), delta=0.3, seeds=64),
 )
 QUICK: tuple[Series, ...] = (
-    Series("h3", False, _pow2(7, 9), delta=0.5, seeds=128, batch_per_d=1 / 16),
-    Series("h3", True, _pow2(6, 8), delta=0.3, seeds=128),
-    Series("h4", False, _pow2(5, 7), delta=0.5, seeds=32, batch_per_d=1 / 2),
-    Series("h4", True, _pow2(5, 7), delta=0.3, seeds=32),
+    Series("h3", False, pow2(7, 9), delta=0.5, seeds=128, batch_per_d=1 / 16),
+    Series("h3", True, pow2(6, 8), delta=0.3, seeds=128),
+    Series("h4", False, pow2(5, 7), delta=0.5, seeds=32, batch_per_d=1 / 2),
+    Series("h4", True, pow2(5, 7), delta=0.3, seeds=32),
 )
 
 
@@ -141,11 +140,6 @@ def plan(*, quick: bool = False, engine: str = "chain", seeds: int | None = None
         series = [replace(s, seeds=seeds) for s in series]
     return series, [_point(s, d, engine, seed) for s in series for d in s.ds]
 
-
-def cost(p: Point) -> float:
-    """Seed-samples of a run at its horizon."""
-    tr = p.config["train"]
-    return float(p.config["seeds"]) * tr["steps"] * tr["batch"]
 
 
 def reproduce(

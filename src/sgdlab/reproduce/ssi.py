@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 
 from .. import theory
-from ..analysis import fit_scaling, km_median
-from ._common import Outputs, Point, escape_row, fmt_g, markdown_table, run_points, write_outputs
+from ..analysis import km_median
+from ._common import Outputs, Point, cost, escape_row, fmt_g, markdown_table, run_points, write_outputs
 
 __all__ = ["plan", "cost", "reproduce"]
 
@@ -53,7 +53,8 @@ POSITIONAL = {"attention_a": 1.0, "positional_scale": 1.0}  # a and s of the pos
 @dataclass(frozen=True)
 class Spec:
     d_escape: int
-    lengths: tuple[int, ...]
+    lengths: tuple[int, ...]  # of the plain/tied gain (1 = the tied network itself)
+    tied_lengths: tuple[int, ...]
     d_attention: int
     attention_lengths: tuple[int, ...]
     attention_kinds: tuple[str, ...]
@@ -67,13 +68,14 @@ class Spec:
     seeds_trajectory: int
 
 
-FULL = Spec(d_escape=512, lengths=(1, 2, 4, 8), d_attention=256, attention_lengths=(2, 4, 8),
+FULL = Spec(d_escape=512, lengths=(1, 2, 4, 8), tied_lengths=(1, 2, 4, 8), d_attention=256, attention_lengths=(2, 4, 8),
             attention_kinds=("attention", "plain", "tied"), d_positional=256,
-            omegas=(0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0), landscape_omegas=(0.0, 0.5, 1.0), grid=61,
+            omegas=(0.0, 0.3, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9, 1.0), landscape_omegas=(0.0, 0.5, 0.7, 1.0),
+            grid=61,
             d_trajectory=4096, seeds=128, seeds_positional=64, seeds_trajectory=256)
-QUICK = Spec(d_escape=128, lengths=(1, 2, 4), d_attention=64, attention_lengths=(2, 4),
-             attention_kinds=("attention", "plain"), d_positional=64, omegas=(0.0, 0.6, 1.0),
-             landscape_omegas=(0.0, 1.0), grid=21, d_trajectory=1024, seeds=48, seeds_positional=32,
+QUICK = Spec(d_escape=128, lengths=(1, 2, 4), tied_lengths=(1, 4), d_attention=64, attention_lengths=(2, 4),
+             attention_kinds=("attention", "plain"), d_positional=64, omegas=(0.0, 1.0),
+             landscape_omegas=(0.0, 1.0), grid=21, d_trajectory=512, seeds=48, seeds_positional=32,
              seeds_trajectory=96)
 
 LINKS = {"h1": 1, "h2": 2}
@@ -122,7 +124,7 @@ def plan(*, quick: bool = False, engine: str = "chain", seeds: int | None = None
         delta = _delta(link)
         lr = delta / d
         for kind in ("tied", "plain"):
-            for L in spec.lengths:
+            for L in spec.tied_lengths if kind == "tied" else spec.lengths:
                 if kind == "plain" and L == 1:
                     continue  # the same model as tied at L = 1
                 samples = effective_samples(link, d, L, kind, lr)
@@ -167,14 +169,6 @@ def plan(*, quick: bool = False, engine: str = "chain", seeds: int | None = None
     return spec, pts
 
 
-def cost(p: Point) -> float:
-    """Seed-token-steps of a point (the order of execution: cheapest first)."""
-    c = p.config
-    if c["engine"] == "ode":
-        return 1.0
-    return float(c["seeds"] * c["train"]["steps"] * c["train"].get("batch", 1) * c["sequence"]["length"])
-
-
 # ------------------------------------------------------------------ statistics
 def ratio_interval(a, b, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
     """Ratio of Kaplan–Meier medians of two runs' escape steps (``a``, ``b``: (steps, escaped,
@@ -189,6 +183,27 @@ def ratio_interval(a, b, *, n_boot: int = 1000, seed: int = 0, level: float = 0.
     q = (1 - level) / 2
     lo, hi = np.nanquantile(np.asarray(boots), [q, 1 - q])
     return float(est), float(lo), float(hi)
+
+
+def loglog_fit(x, y, lo, hi, level: float = 0.95) -> dict:
+    """Weighted least squares of log y = a + b log x, each point weighted by its interval
+    (sigma = (log hi - log lo) / (2 z)); standard error inflated by the reduced chi^2 when the
+    scatter exceeds the intervals; t-interval with n - 2 degrees of freedom."""
+    from scipy import stats
+
+    x, y = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
+    z = stats.norm.ppf(0.5 + level / 2)
+    sig = np.maximum((np.log(np.asarray(hi, float)) - np.log(np.asarray(lo, float))) / (2 * z), 1e-3)
+    w = 1.0 / sig**2
+    X = np.stack([np.ones_like(x), x], axis=1)
+    cov = np.linalg.inv(X.T @ (w[:, None] * X))
+    a, b = cov @ (X.T @ (w * y))
+    n = len(x)
+    chi2 = float(np.sum(w * (y - a - b * x) ** 2))
+    se = math.sqrt(cov[1, 1] * max(1.0, chi2 / (n - 2))) if n > 2 else math.sqrt(cov[1, 1])
+    t = stats.t.ppf(0.5 + level / 2, n - 2) if n > 2 else math.inf
+    return {"slope": float(b), "stderr": se, "ci": [float(b - t * se), float(b + t * se)], "n_points": n,
+            "prefactor": math.exp(a), "chi2_red": chi2 / (n - 2) if n > 2 else None}
 
 
 def _times(result) -> tuple[np.ndarray, np.ndarray, int]:
@@ -212,13 +227,9 @@ def _final_phase(result) -> dict:
 
 
 def _positional_model(omega: float, d: int):
-    from ..model import Training
-    from ..sequence import SequenceModel, SequenceProblem, SequenceStudent
+    from ..landscape import positional_semantic_model
 
-    prob = SequenceProblem(d=d, length=2, combine="attention", omega=omega, positional="opposite",
-                           **POSITIONAL)
-    return SequenceModel(prob, SequenceStudent("attention", readout="matrix"),
-                         Training(loss="square", lr=1.0 / d, spherical=True))
+    return positional_semantic_model(omega, a=POSITIONAL["attention_a"], scale=POSITIONAL["positional_scale"], d=d)
 
 
 # ------------------------------------------------------------------ the reproduction
@@ -253,39 +264,30 @@ def reproduce(
     # ---- 1. tied vs plain
     escape_rows, gain_rows, gain_fits = [], [], {}
     for link in LINKS:
-        tied1 = find(part="tied-plain", link=link, kind="tied", L=1)
         for kind in ("tied", "plain"):
-            for L in spec.lengths:
-                i = find(part="tied-plain", link=link, kind=kind, L=L) if not (kind == "plain" and L == 1) else tied1
+            for L in spec.tied_lengths if kind == "tied" else spec.lengths[1:]:
+                i = find(part="tied-plain", link=link, kind=kind, L=L)
                 tg = pts[i].tags
                 _, row = escape_row(results[i], seed=seed)
                 escape_rows.append({"part": "tied-plain", "link": link, "kind": kind, "L": L, "d": tg["d"],
-                                    "effective_samples": effective_samples(link, tg["d"], L, kind, tg["lr"]),
-                                    **row, "wall_time_s": rows[i].get("wall_time")})
-        Ls, gains, los, his = [], [], [], []
+                                    "effective_samples": tg["effective_samples"], **row,
+                                    "wall_time_s": rows[i].get("wall_time")})
         for L in spec.lengths:
-            it, ip = find(part="tied-plain", link=link, kind="tied", L=L), (
-                find(part="tied-plain", link=link, kind="plain", L=L) if L > 1 else tied1)
+            # the tied network at L is the tied network at 1 in law (the pooled token is N(0, I_d)):
+            # compare with the tied run at the same L where there is one
+            it = find(part="tied-plain", link=link, kind="tied", L=L)
+            it = find(part="tied-plain", link=link, kind="tied", L=1) if it is None else it
+            ip = find(part="tied-plain", link=link, kind="plain", L=L) if L > 1 else it
             g, lo, hi = ratio_interval(_times(results[ip]), _times(results[it]), seed=seed)
             d, lr = pts[it].tags["d"], pts[it].tags["lr"]
             g_eff = effective_samples(link, d, L, "plain", lr) / effective_samples(link, d, L, "tied", lr)
-            gain_rows.append({"link": link, "L": L, "gain": g, "gain_lo": lo, "gain_hi": hi,
-                              "gain_effective": g_eff, "gain_per_L": g / L})
-            if L > 1:
-                Ls.append(L)
-                gains.append(g)
-                los.append(lo)
-                his.append(hi)
-        Leff = [L for L in spec.lengths if L > 1]
-        eff = [r["gain_effective"] for r in gain_rows if r["link"] == link and r["L"] > 1]
-        theory_slope = float(np.polyfit(np.log(Leff), np.log(eff), 1)[0])
-        try:
-            fit = fit_scaling(Ls, gains, los, his)
-            gain_fits[link] = {"slope": fit.slope, "ci": list(fit.ci), "stderr": fit.stderr, "n_points": fit.n,
-                               "theory_leading": 1.0, "theory_effective_slope": theory_slope,
-                               "prefactor": math.exp(fit.intercept)}
-        except ValueError as e:
-            gain_fits[link] = {"slope": None, "error": str(e), "theory_effective_slope": theory_slope}
+            gain_rows.append({"link": link, "L": L, "tied_L": pts[it].tags["L"], "gain": g, "gain_lo": lo,
+                              "gain_hi": hi, "gain_effective": g_eff, "gain_per_L": g / L})
+        sel = [r for r in gain_rows if r["link"] == link]
+        fit = loglog_fit([r["L"] for r in sel], [r["gain"] for r in sel], [r["gain_lo"] for r in sel],
+                         [r["gain_hi"] for r in sel])
+        eff_slope = float(np.polyfit(np.log([r["L"] for r in sel]), np.log([r["gain_effective"] for r in sel]), 1)[0])
+        gain_fits[link] = {**fit, "theory_leading": 1.0, "theory_effective_slope": eff_slope}
 
     # ---- 2. attention vs plain (vs tied)
     for kind in spec.attention_kinds:
@@ -367,36 +369,37 @@ def reproduce(
 def _table(s: dict) -> str:
     g = fmt_g()
     parts = ["## Escape samples (Kaplan–Meier median, 95% bootstrap CI)\n",
-             markdown_table(s["escape"], [("part", "part", str), ("target", "link", str), ("student", "kind", str),
-                                          ("L", "L", str), ("d", "d", str), ("escaped", "fraction_escaped", g),
-                                          ("median samples", "median_samples", g), ("lo", "median_samples_lo", g),
-                                          ("hi", "median_samples_hi", g),
-                                          ("effective dynamics", "effective_samples", g)]),
+             markdown_table(s["escape"], [("part", "part", str), ("link", "target", str), ("kind", "student", str),
+                                          ("L", "L", str), ("d", "d", str), ("fraction_escaped", "escaped", g),
+                                          ("median_samples", "median samples", g), ("median_samples_lo", "lo", g),
+                                          ("median_samples_hi", "hi", g),
+                                          ("effective_samples", "effective dynamics", g)]),
              "\n## Plain / tied gain (ratio of medians, bootstrap CI)\n",
-             markdown_table(s["gain"], [("target", "link", str), ("L", "L", str), ("gain", "gain", g),
-                                        ("lo", "gain_lo", g), ("hi", "gain_hi", g),
-                                        ("effective dynamics", "gain_effective", g), ("gain / L", "gain_per_L", g)]),
+             markdown_table(s["gain"], [("link", "target", str), ("L", "L", str), ("gain", "gain", g),
+                                        ("gain_lo", "lo", g), ("gain_hi", "hi", g),
+                                        ("gain_effective", "effective dynamics", g), ("gain_per_L", "gain / L", g)]),
              "\n## Fit gain ~ L^b\n",
              markdown_table([{"target": k, **v} for k, v in s["gain_fit"].items()],
-                            [("target", "target", str), ("b", "slope", g), ("95% CI", "ci", _ci),
-                             ("effective-dynamics b", "theory_effective_slope", g),
-                             ("leading order", "theory_leading", g)]),
+                            [("target", "target", str), ("slope", "b", g), ("ci", "95% CI", _ci),
+                             ("theory_effective_slope", "effective-dynamics b", g),
+                             ("theory_leading", "leading order", g)]),
              "\n## Attention vs position-specific: escape-time growth from the shortest to the longest L\n",
              markdown_table([{"student": k, **v} for k, v in s["attention_growth"].items()],
-                            [("student", "student", str), ("L from", "L_from", str), ("L to", "L_to", str),
-                             ("T(L_to) / T(L_from)", "ratio", g), ("lo", "ratio_lo", g), ("hi", "ratio_hi", g),
-                             ("L ratio", "L_ratio", g)]),
+                            [("student", "student", str), ("L_from", "L from", str), ("L_to", "L to", str),
+                             ("ratio", "T(L_to) / T(L_from)", g), ("ratio_lo", "lo", g), ("ratio_hi", "hi", g),
+                             ("L_ratio", "L ratio", g)]),
              "\n## Positional vs semantic attention (L = 2)\n",
-             markdown_table(s["positional"], [("omega", "omega", g), ("first escape", "escape_direction", str),
-                                              ("global minimum", "global_minimum", str), ("m*", "minimum_m", g),
-                                              ("e*", "minimum_e", g), ("SGD ends positional", "fraction_positional", g),
-                                              ("lo", "fraction_lo", g), ("hi", "fraction_hi", g)]),
-             "\nTransitions: " + ", ".join(f"{k} = {g(v)}" for k, v in s["transitions"].items()
-                                          if not isinstance(v, list | dict)) + "\n",
+             markdown_table(s["positional"], [("omega", "omega", g), ("escape_direction", "first escape", str),
+                                              ("global_minimum", "global minimum", str), ("minimum_m", "m*", g),
+                                              ("minimum_e", "e*", g), ("fraction_positional", "SGD ends positional", g),
+                                              ("fraction_lo", "lo", g), ("fraction_hi", "hi", g)]),
+             f"\nTransitions: the first escape direction turns positional at omega = {g(s['transitions']['escape'])}"
+             f" (H_mm = H_ee), the global minimum at omega = {g(s['transitions']['minimum'])}"
+             " (F_semantic = F_positional).\n",
              "\n## ODE vs chain, attention (omega 0.5, m0 = e0 = 0.2)\n",
              markdown_table([{"order parameter": k, **s["trajectory"][k]} for k in ("m", "e")],
-                            [("order parameter", "order parameter", str), ("max |gap|", "max_abs_gap", g),
-                             ("max z", "max_z", g), ("chain final", "final_chain", g), ("ODE final", "final_ode", g)])]
+                            [("order parameter", "order parameter", str), ("max_abs_gap", "max |gap|", g),
+                             ("max_z", "max z", g), ("final_chain", "chain final", g), ("final_ode", "ODE final", g)])]
     return "\n".join(parts)
 
 
@@ -465,9 +468,10 @@ def _positional_figure(grids, axis, rows, trans):
     f = np.array([r["fraction_positional"] for r in rows])
     ax.errorbar(om, f, yerr=[f - [r["fraction_lo"] for r in rows], [r["fraction_hi"] for r in rows] - f], fmt="o-",
                 label="SGD ends positional")
-    for key, style in (("omega_escape", "--"), ("omega_minimum", ":")):
+    for key, style, what in (("escape", "--", "first escape turns positional"),
+                             ("minimum", ":", "global minimum turns positional")):
         if trans.get(key) is not None:
-            ax.axvline(trans[key], ls=style, color="k", label=key.replace("_", " "))
+            ax.axvline(trans[key], ls=style, color="k", label=f"{what} ({trans[key]:.3f})")
     ax.set(xlabel="omega", ylabel="fraction of runs", ylim=(-0.05, 1.05), title="where SGD ends")
     ax.legend(fontsize=8)
     return fig
