@@ -61,7 +61,9 @@ class Spec:
     d_positional: int
     omegas: tuple[float, ...]
     landscape_omegas: tuple[float, ...]
-    grid: int
+    grid: int  # of the landscape figure
+    transition_omegas: int  # grid of the omega transitions (each root then refined by brentq)
+    minimum_grid: int  # of the global-minimum search
     d_trajectory: int
     seeds: int
     seeds_positional: int
@@ -71,11 +73,12 @@ class Spec:
 FULL = Spec(d_escape=512, lengths=(1, 2, 4, 8), tied_lengths=(1, 2, 4, 8), d_attention=256, attention_lengths=(2, 4, 8),
             attention_kinds=("attention", "plain", "tied"), d_positional=256,
             omegas=(0.0, 0.3, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9, 1.0), landscape_omegas=(0.0, 0.5, 0.7, 1.0),
-            grid=61,
+            grid=61, transition_omegas=41, minimum_grid=41,
             d_trajectory=4096, seeds=128, seeds_positional=64, seeds_trajectory=256)
 QUICK = Spec(d_escape=128, lengths=(1, 2, 4), tied_lengths=(1, 4), d_attention=64, attention_lengths=(2, 4),
              attention_kinds=("attention", "plain"), d_positional=64, omegas=(0.0, 1.0),
-             landscape_omegas=(0.0, 1.0), grid=21, d_trajectory=512, seeds=48, seeds_positional=32,
+             landscape_omegas=(0.0, 1.0), grid=21, transition_omegas=5, minimum_grid=21, d_trajectory=512,
+             seeds=48, seeds_positional=32,
              seeds_trajectory=96)
 
 LINKS = {"h1": 1, "h2": 2}
@@ -314,15 +317,16 @@ def reproduce(
     for om in spec.omegas:
         mdl = _positional_model(om, d_pos)
         fe = landscape.first_escape_direction(mdl)
-        gm = landscape.global_minimum(mdl)
+        gm = landscape.global_minimum(mdl, grid=spec.minimum_grid)
         i = find(part="positional", omega=om)
         land_rows.append({"omega": om, "escape_direction": fe["label"],
                           "hessian_eigenvalues": [float(v) for v in fe["eigenvalues"]],
                           "global_minimum": gm["label"], "minimum_m": float(gm["m"]), "minimum_e": float(gm["e"]),
                           "minimum_F": float(gm["F"]), **_final_phase(results[i]),
                           "wall_time_s": rows[i].get("wall_time")})
-    fine = np.linspace(0.0, 1.0, 21 if quick else 41)
-    trans = landscape.omega_transitions(lambda om: _positional_model(om, d_pos), fine)
+    fine = np.linspace(0.0, 1.0, spec.transition_omegas)
+    trans = landscape.omega_transitions(lambda om: _positional_model(om, d_pos), fine, grid=spec.minimum_grid,
+                                        xtol=1e-4 if not quick else 1e-3)
 
     # ---- 4. ODE vs simulation
     ic, io_ = find(part="trajectory", engine=engine), find(part="trajectory", engine="ode")
