@@ -452,6 +452,10 @@ def _escape_figure(rows, gains, fits, spec):
     ax.set(xscale="log", yscale="log", xlabel="L", ylabel="samples to m = 0.5",
            title="He2 sequence target: attention vs position-specific")
     ax.legend(fontsize=8)
+    lengths = sorted({r["L"] for r in rows})
+    for ax in axes:  # plain integer ticks at the sequence lengths
+        ax.set_xticks(lengths, [str(L) for L in lengths])
+        ax.minorticks_off()
     return fig
 
 
