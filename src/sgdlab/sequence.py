@@ -369,8 +369,6 @@ class SequenceModel:
             raise _bad("d", d, f"an integer >= width + fixed directions + min(batch * length, width) = {p + r + need}")
         if self.problem.is_matrix and self.student.kind != "attention":
             raise _bad("sequence.student", self.student.kind, "'attention' for a matrix-valued target")
-        if self.problem.is_matrix and self.training.loss == "correlation" and self.student.readout == "matrix":
-            pass  # -<Y, S>: allowed
         init = self.training.init
         if not isinstance(init, str) and r * init**2 > 1:
             raise _bad("train.init", init, f"|m0| <= 1/sqrt(fixed directions) = {1 / math.sqrt(r):.4g}")

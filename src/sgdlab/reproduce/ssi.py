@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from .. import theory
-from ..analysis import km_median
+from ..analysis import km_median, wilson_interval
 from ._common import Outputs, Point, cost, escape_row, fmt_g, markdown_table, run_points, write_outputs
 
 __all__ = ["plan", "cost", "reproduce"]
@@ -221,8 +221,6 @@ def _final_phase(result) -> dict:
     pos = np.abs(e) > np.abs(m)
     n = len(m)
     k = int(pos.sum())
-    from ..analysis import wilson_interval
-
     lo, hi = wilson_interval(k, n)
     return {"n_seeds": n, "n_positional": k, "fraction_positional": k / n, "fraction_lo": lo, "fraction_hi": hi,
             "median_abs_m": float(np.median(np.abs(m))), "median_abs_e": float(np.median(np.abs(e))),
