@@ -197,6 +197,6 @@ def test_step_sizes_are_traced_no_recompilation(engine):
     res = run(pb, st, tr, engine=engine, seeds=3, seed=5)
     assert _advance._cache_size() == size
     direct = drive(engine.build(Model(pb, st, tr)), seed_keys(5, 3), steps=20, every=10, threshold=0.5)
-    assert np.array_equal(res.Q, direct["Q"]) and np.array_equal(res.a, direct["a"])
+    assert np.array_equal(res.Q, direct.Q) and np.array_equal(res.a, direct.a)
     slow = run(pb, st, Training(lr=0.01, lr_second=0.002, **kw), engine=engine, seeds=3, seed=5)
     assert not np.array_equal(res.Q, slow.Q)

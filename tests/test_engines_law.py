@@ -98,9 +98,9 @@ CONFIGS = {
 # name -> (line of chain.py, its buggy replacement)
 PLANTED = {
     # no C^T K_perp C term at all
-    "no_wishart": ("wishart_quadratic(kk, C, d - P)", "0.0 * wishart_quadratic(kk, C, d - P)"),
+    "no_wishart": ("wishart_quadratic(kk, Cs, d - P)", "0.0 * wishart_quadratic(kk, Cs, d - P)"),
     # Wishart degrees of freedom d instead of d - P
-    "wishart_df_d": ("wishart_quadratic(kk, C, d - P)", "wishart_quadratic(kk, C, d)"),
+    "wishart_df_d": ("wishart_quadratic(kk, Cs, d - P)", "wishart_quadratic(kk, Cs, d)"),
     # X X^T without its in-span part Y Y^T
     "no_YYt": ("noise = YC.T @ YC + ", "noise = "),
     # spherical step without the tangent projection (i.e. projected SGD)
@@ -108,7 +108,7 @@ PLANTED = {
     # projected SGD stepped as spherical SGD (tangent projection applied)
     "projected_as_spherical": ("if tr.spherical:", "if tr.renormalise:"),
     # fields with covariance L^T L instead of G = L L^T
-    "field_covariance": ("Z = Y @ L.T", "Z = Y @ L"),
+    "field_covariance": ("Z0 = Y @ L.T", "Z0 = Y @ L"),
 }
 
 

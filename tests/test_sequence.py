@@ -31,6 +31,8 @@ from scipy import stats
 
 import sgdlab.api
 from sgdlab import Chain, Full, Problem, Student, Training, run
+from sgdlab.data import Tokens
+from sgdlab.engines.base import StochasticEngine
 from sgdlab.sequence import SequenceModel, SequenceProblem, SequenceStudent, softmax_rows
 from test_engines_law import ALPHA, final_entries
 
@@ -77,15 +79,16 @@ CONFIGS = {
 
 
 class _NoShiftModel(SequenceModel):
-    """The same model with every positional offset zero (the directions u_k stay fixed rows)."""
+    """The same model whose data law has no positional means (the directions u_k stay fixed rows)."""
 
     @property
-    def offsets(self) -> np.ndarray:
-        return np.zeros_like(self.problem.offsets)
+    def data(self) -> Tokens:
+        law = self.problem.data
+        return Tokens(length=law.length, means=None, frame_size=law.frame(self.r))
 
 
 @dataclass(frozen=True)
-class NoShiftChain:
+class NoShiftChain(StochasticEngine):
     """A chain that forgets to shift the tokens by their positional encodings."""
 
     name: str = "chain"

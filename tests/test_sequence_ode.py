@@ -18,10 +18,10 @@ import pytest
 
 from sgdlab import ODE, Chain, Training, run
 from sgdlab._kernels import _tensor_rule
+from sgdlab._sequence_drift import PLAIN_ERROR
 from sgdlab._wishart import psd_cholesky
 from sgdlab.api import _model
 from sgdlab.engines._driver import drive, seed_keys
-from sgdlab.engines.ode_sequence import PLAIN_ERROR
 from sgdlab.landscape import (
     first_escape_direction,
     hessian_at_origin,
@@ -145,7 +145,7 @@ def test_ode_trajectory_matches_the_chain_mean_for_attention_with_positions():
     tr = Training(lr=2.0 / d, steps=steps, spherical=True, init=0.2, record_every=100, escape_threshold=0.99)
     model = _model(prob, stu, tr)
     out = drive(Chain().build(model), seed_keys(0, seeds), steps=steps, every=100, threshold=0.99)
-    M = out["M"][:, 1:, 0, :]  # (seeds, records, [m, e])
+    M = out.M[:, 1:, 0, :]  # (seeds, records, [m, e])
     mean, se = M.mean(0), M.std(0) / math.sqrt(seeds)
     res = run(prob, stu, tr, engine=ODE())
     ode = res.M[0, 1:, 0, :]

@@ -195,8 +195,8 @@ def test_needs_norm_api():
 class _TrapModel(Model):
     """The smoothed loss with |x|^2 replaced by d (the trap of SYSTEMS.md section 2)."""
 
-    def batch_grads(self, Z, a, xi, x2=None):
-        return super().batch_grads(Z, a, xi, jnp.full_like(x2, float(self.problem.d)))
+    def batch_grads(self, Z, a, xi, c=None, x2=None):
+        return super().batch_grads(Z, a, xi, c, jnp.full_like(x2, float(self.problem.d)))
 
 
 def test_true_norm_matters_and_smoothing_beats_vanilla():
@@ -215,7 +215,7 @@ def test_true_norm_matters_and_smoothing_beats_vanilla():
         tr = Training(loss="correlation", lr=1e-3, steps=steps, spherical=True, init=2 / math.sqrt(d),
                       record_every=steps, smoothing=smoothing)
         out = drive(Full().build(cls(prob, stu, tr)), seed_keys(0, seeds), steps=steps, every=steps, threshold=0.5)
-        return out["M"][:, -1, 0, 0]
+        return out.M[:, -1, 0, 0]
 
     true, trap, vanilla = final_m(Model, lam), final_m(_TrapModel, lam), final_m(Model, None)
 

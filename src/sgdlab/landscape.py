@@ -78,7 +78,7 @@ def positional_semantic_model(
 
 
 def _check(model: Any) -> None:
-    if not hasattr(model, "tokens") or model.p != 1:
+    if not isinstance(model, SequenceModel) or model.p != 1:
         raise ValueError(
             "landscape: got a model with several student rows; allowed: a one-row sequence model (tied or attention)"
         )

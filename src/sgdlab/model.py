@@ -12,6 +12,7 @@ Nothing in this module knows about engines.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,8 +23,10 @@ import jax.numpy as jnp
 
 from . import smoothing as _sm
 from ._functions import resolve_fn
+from .data import DataLaw, Isotropic
+from .init import Init, as_init
 
-__all__ = ["Problem", "Student", "Training", "INITS", "LOSSES", "OUTPUT_SCALES"]
+__all__ = ["BaseModel", "Model", "Problem", "Record", "Student", "Training", "INITS", "LOSSES", "OUTPUT_SCALES"]
 
 
 def _bad(field_name: str, value: Any, allowed: str) -> ValueError:
@@ -49,16 +52,29 @@ def _finite(name: str, value: Any, *, minimum: float | None = None, strict: bool
 # --------------------------------------------------------------------------------------
 
 
+def _takes_latent(fn: Callable) -> bool:
+    """True when ``fn`` takes two positional arguments (frame coordinates and the latent c)."""
+    try:
+        params = [q for q in inspect.signature(fn).parameters.values()
+                  if q.kind in (q.POSITIONAL_ONLY, q.POSITIONAL_OR_KEYWORD) and q.default is q.empty]
+    except (TypeError, ValueError):
+        return False
+    return len(params) >= 2
+
+
 @dataclass(frozen=True)
 class Problem:
-    """Gaussian inputs x ~ N(0, I_d) and an index target y = g(W* x) + noise * xi.
+    """Inputs from a data law (default x ~ N(0, I_d)) and an index target y = g(W* x) + noise * xi.
 
-    ``W*`` has ``directions`` (= r) orthonormal rows. The target is either a committee
-    ``y = sum_k weights_k * link(nu_k)`` (``link`` a name such as ``"h3"``, a list of
-    orthonormal-Hermite coefficients or a JAX function of one field) or, with
-    ``function``, any JAX function of the r fields, ``function(nu) -> y`` with ``nu`` of
-    shape ``(..., r)`` (e.g. the staircase ``nu1 + nu1 * nu2``). ``xi ~ N(0, 1)`` is drawn
-    per sample from the run's own key.
+    ``W*`` has ``directions`` (= r) orthonormal rows: the first r directions of the data
+    law's frame (``sgdlab.data``; the frame also holds spikes, cluster means, ...). The
+    target is either a committee ``y = sum_k weights_k * link(nu_k)`` of the raw teacher
+    fields nu = W* x (``link`` a name such as ``"h3"``, a list of orthonormal-Hermite
+    coefficients or a JAX function of one field) or, with ``function``, any JAX function:
+    ``function(nu)`` of the r teacher fields (shape ``(..., r)``; e.g. the staircase
+    ``nu1 + nu1 * nu2``) or ``function(s, c)`` of all a frame coordinates s (``(..., a)``)
+    and the discrete latent c of the data law (a cluster index), e.g. an XOR of the
+    cluster. ``xi ~ N(0, 1)`` is drawn per sample from the run's own key.
     """
 
     d: int
@@ -67,8 +83,13 @@ class Problem:
     weights: tuple[float, ...] | None = None
     noise: float = 0.0
     function: Callable | None = None
+    data: DataLaw | None = None
 
     def __post_init__(self) -> None:
+        if self.data is None:
+            object.__setattr__(self, "data", Isotropic())
+        elif not isinstance(self.data, DataLaw):
+            raise _bad("data", self.data, "a data law (sgdlab.data: Isotropic, Spiked, Mixture, Sampler, ...)")
         object.__setattr__(self, "d", _positive_int("d", self.d))
         object.__setattr__(self, "directions", _positive_int("target.directions", self.directions))
         object.__setattr__(self, "noise", _finite("target.noise", self.noise, minimum=0.0))
@@ -81,10 +102,27 @@ class Problem:
             object.__setattr__(self, "weights", w)
         elif not callable(self.function):
             raise _bad("target.function", self.function, "a JAX function of the (..., r) teacher fields")
+        self.data.validate(self.directions)
 
     @property
     def r(self) -> int:
         return self.directions
+
+    @property
+    def frame(self) -> int:
+        """a: the number of frame directions (teacher directions first)."""
+        return self.data.frame(self.directions)
+
+    @property
+    def uses_latent(self) -> bool:
+        """True when the target is ``function(s, c)`` of the frame coordinates and the latent."""
+        return self.function is not None and _takes_latent(self.function)
+
+    def target(self, s: jax.Array, c: jax.Array) -> jax.Array:
+        """Noise-free label from frame coordinates ``s`` (..., a) and the latent ``c`` (...)."""
+        if self.uses_latent:
+            return self.function(s, c)
+        return self.label(s[..., : self.directions])
 
     @property
     def is_committee(self) -> bool:
@@ -184,6 +222,10 @@ class Training:
       whose escape SYSTEMS.md conditions on a positive start) or a number m0: every row has
       overlap m0 with every teacher direction and a uniformly random unit part orthogonal
       to the teacher span (norm 1 in all).
+    - ``frozen``: first-layer rows that are not updated (their gradient is zero);
+      ``frozen_second``: second-layer weights that are not updated.
+    - ``lr_schedule``: ``None`` or a JAX function of the step count t multiplying ``lr`` (and
+      ``lr_second``) at the step from t to t + 1.
     - ``record_every``: steps between recorded order parameters (step 0 and the last step
       are always recorded).
     - ``escape_threshold``: escape (weak recovery) is the first step at which some row has
@@ -216,8 +258,21 @@ class Training:
     smoothing: float | None = None
     smoothing_nodes: int | None = None
     stop_fraction: float | None = None
+    frozen: tuple[int, ...] = ()
+    frozen_second: tuple[int, ...] = ()
+    lr_schedule: Callable | None = None
 
     def __post_init__(self) -> None:
+        for name in ("frozen", "frozen_second"):
+            v = getattr(self, name)
+            items = list(v) if isinstance(v, list | tuple) else None
+            if items is None or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in items) or len(
+                set(items)
+            ) != len(items):
+                raise _bad(f"train.{name}", v, "a list of distinct non-negative integer row indices")
+            object.__setattr__(self, name, tuple(sorted(items)))
+        if self.lr_schedule is not None and not callable(self.lr_schedule):
+            raise _bad("train.lr_schedule", self.lr_schedule, "a JAX function of the step count, or none")
         if self.stop_fraction is not None:
             f = _finite("train.stop_fraction", self.stop_fraction)
             if not 0 < f <= 1:
@@ -244,7 +299,9 @@ class Training:
         if self.spherical and self.projected:
             raise _bad("train.projected", True, "false when train.spherical is true (pick one geometry)")
         init = self.init
-        if isinstance(init, str):
+        if isinstance(init, Init):
+            pass
+        elif isinstance(init, str):
             if init not in INITS:
                 raise _bad("train.init", init, "'random', 'random_positive' or a number m0 in [-1, 1]")
         else:
@@ -276,20 +333,131 @@ class Training:
         return self.lr if self.lr_second is None else self.lr_second
 
 
+@dataclass(frozen=True)
+class Record:
+    """What is recorded, apart from how it is trained (as diffrax keeps ``SaveAt`` apart
+    from the solver): order parameters every ``every`` steps (step 0 and the last step
+    always), escape as the first step at which some row has |M_j0| / sqrt(Q_jj) >=
+    ``escape_threshold``, and ``stop_fraction`` (end the run once that fraction of seeds
+    escaped or diverged; see :class:`Training`). ``Record.of(training)`` takes the values
+    of a :class:`Training`."""
+
+    every: int = 100
+    escape_threshold: float = 0.5
+    stop_fraction: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "every", _positive_int("record.every", self.every))
+        t = _finite("record.escape_threshold", self.escape_threshold, minimum=0.0, strict=True)
+        object.__setattr__(self, "escape_threshold", t)
+        if self.stop_fraction is not None:
+            f = _finite("record.stop_fraction", self.stop_fraction)
+            if not 0 < f <= 1:
+                raise _bad("record.stop_fraction", self.stop_fraction, "a number in (0, 1] or none")
+            object.__setattr__(self, "stop_fraction", f)
+
+    @classmethod
+    def of(cls, training: Training) -> Record:
+        return cls(training.record_every, training.escape_threshold, training.stop_fraction)
+
+
 # --------------------------------------------------------------------------------------
 # The one place where the model meets the data: gradients as functions of the fields
 # --------------------------------------------------------------------------------------
 
 
+class BaseModel:
+    """What every engine needs of a model (a problem, a student and a training rule).
+
+    Sizes: ``p`` student rows, ``r`` teacher directions, ``a`` frame directions of the data
+    law (``data``), ``rows`` d-dimensional rows per sample. ``init`` is the initial state
+    (:mod:`sgdlab.init`). ``batch_grads(Z, a, xi, c, x2)`` maps the fields of a batch,
+    Z = (student fields, frame coordinates) of shape (n * rows, p + a), the second layer a,
+    label noise xi (n * rows,), latent c (n,) and, when ``needs_norm``, the squared norms
+    x2 (n * rows,), to C = -d(batch-mean loss)/d(student fields) (n * rows, p) and the
+    gradient of the second layer. ``ode_field`` is the expected increment of the order
+    parameters per step (the ODE's vector field); ``population_risk`` the loss at (M, Q, a).
+    """
+
+    problem: Any
+    student: Any
+    training: Training
+
+    @property
+    def p(self) -> int:
+        return self.student.width
+
+    @property
+    def r(self) -> int:
+        return self.problem.r
+
+    @property
+    def data(self) -> DataLaw:
+        return self.problem.data
+
+    @property
+    def a(self) -> int:
+        return self.data.frame(self.r)
+
+    @property
+    def rows(self) -> int:
+        return self.data.rows
+
+    @property
+    def warm_directions(self) -> int:
+        """Frame directions a warm start m0 has overlap with (the teacher directions)."""
+        return self.r
+
+    @property
+    def init(self) -> Init:
+        return as_init(self.training.init)
+
+    @property
+    def needs_norm(self) -> bool:
+        return False
+
+    def update_masks(self) -> tuple[Any, Any]:
+        """(rows (p,), second layer (p,)) multipliers of the gradients: 0 for frozen entries."""
+        p = self.p
+        for name in ("frozen", "frozen_second"):
+            bad = [i for i in getattr(self.training, name) if i >= p]
+            if bad:
+                raise _bad(f"train.{name}", list(getattr(self.training, name)), f"row indices below width = {p}")
+        m1 = None if not self.training.frozen else jnp.ones(p).at[jnp.asarray(self.training.frozen)].set(0.0)
+        m2 = None if not self.training.frozen_second else jnp.ones(p).at[
+            jnp.asarray(self.training.frozen_second)].set(0.0)
+        return m1, m2
+
+    def _masked(self, C, ga):
+        m1, m2 = self.update_masks()
+        if m1 is not None:
+            C = C * m1.astype(C.dtype)
+        if m2 is not None:
+            ga = ga * m2.astype(ga.dtype)
+        return C, ga
+
+    def check(self) -> None:
+        """Cross-field checks that no single section can make."""
+        self.update_masks()
+        self.init.check(self)
+
+    def population_risk(self, M, Q, a):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def ode_field(self, second_order: bool, nodes: int | None = None):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
-class Model:
+class Model(BaseModel):
     """A problem, a student and a training rule bound together.
 
-    ``sample_loss(z, a, xi)`` is the loss of one sample with fields ``z = (lambda, nu)``
-    (shape ``(p + r,)``), second layer ``a`` and label-noise draw ``xi``;
-    ``sample_grads`` returns ``c = -d loss / d lambda`` (the negative gradient with
-    respect to the student fields, shape ``(p,)``) and ``d loss / d a``.
-    The SGD step on W is ``W <- W + lr * C^T X`` with ``C`` the batch mean of ``c``.
+    ``sample_loss(z, a, xi, c)`` is the loss of one sample with fields ``z = (lambda, s)``
+    (student fields and frame coordinates, shape ``(p + a,)``), second layer ``a``,
+    label-noise draw ``xi`` and latent ``c``; ``sample_grads`` returns
+    ``c = -d loss / d lambda`` (the negative gradient with respect to the student fields,
+    shape ``(p,)``) and ``d loss / d a``. The SGD step on W is ``W <- W + lr * C^T X`` with
+    ``C`` the batch mean of ``c``.
 
     A loss that also needs the sample's squared norm (``needs_norm``: the smoothed loss)
     takes it as ``x2`` (a scalar per sample; ``(n,)`` in ``batch_grads``); it is an error
@@ -302,40 +470,30 @@ class Model:
     training: Training
 
     @property
-    def p(self) -> int:
-        return self.student.width
-
-    @property
-    def r(self) -> int:
-        return self.problem.r
-
-    @property
     def needs_norm(self) -> bool:
         """True when the per-sample loss needs |x|^2 (engines must pass ``x2``)."""
         return self.training.smoothed
 
     def check(self) -> None:
         """Cross-field checks that no single section can make."""
-        p, r, d = self.p, self.r, self.problem.d
-        if d <= p + r:
-            raise _bad("d", d, f"an integer > width + directions = {p + r}")
-        # the chain draws Wishart(d - p - r) matrices of size min(batch, width), or batch x batch
+        p, a, d = self.p, self.a, self.problem.d
+        if d <= p + a:
+            raise _bad("d", d, f"an integer > width + frame directions = {p + a}")
+        # the chain draws Wishart(d - p - a) matrices of size min(batch, width), or batch x batch
         # when the loss needs |x|^2 (Bartlett needs at least that many degrees of freedom)
         need = self.training.batch if self.training.smoothed else min(self.training.batch, p)
-        if d - p - r < need:
+        if d - p - a < need:
             what = "batch" if self.training.smoothed else "min(batch, width)"
-            raise _bad("d", d, f"an integer >= width + directions + {what} = {p + r + need}")
+            raise _bad("d", d, f"an integer >= width + frame directions + {what} = {p + a + need}")
         if self.training.smoothed and not self.training.renormalise:
             raise _bad("train.smoothing", self.training.smoothing,
                        "null unless the rows stay on the unit sphere (spherical or projected)")
-        init = self.training.init
-        if not isinstance(init, str) and r * init**2 > 1:
-            raise _bad("train.init", init, f"|m0| <= 1/sqrt(directions) = {1 / math.sqrt(r):.4g}")
+        super().check()
 
-    def base_loss(self, z: jax.Array, a: jax.Array, xi: jax.Array) -> jax.Array:
+    def base_loss(self, z: jax.Array, a: jax.Array, xi: jax.Array, c: jax.Array = 0) -> jax.Array:
         """The unsmoothed training loss of one sample."""
-        lam, nu = z[: self.p], z[self.p :]
-        y = self.problem.label(nu) + self.problem.noise * xi
+        lam, s = z[: self.p], z[self.p :]
+        y = self.problem.target(s, c) + self.problem.noise * xi
         return self.training.loss_fn(self.student.output(lam, a), y)
 
     @property
@@ -345,9 +503,11 @@ class Model:
         n = _sm.node_count(deg, self.training.smoothing_nodes)
         return _sm.tensor_sphere_rule(self.problem.d, n, self.p)
 
-    def sample_loss(self, z: jax.Array, a: jax.Array, xi: jax.Array, x2: jax.Array | None = None) -> jax.Array:
+    def sample_loss(
+        self, z: jax.Array, a: jax.Array, xi: jax.Array, c: jax.Array = 0, x2: jax.Array | None = None
+    ) -> jax.Array:
         if not self.needs_norm:
-            return self.base_loss(z, a, xi)
+            return self.base_loss(z, a, xi, c)
         if x2 is None:
             raise ValueError("this loss (smoothed) needs the sample's squared norm x2 = |x|^2")
         p, lam_s = self.p, self.training.smoothing
@@ -355,38 +515,43 @@ class Model:
         s, w = jnp.asarray(s_np, z.dtype), jnp.asarray(w_np, z.dtype)
         u = _sm.smoothed_fields(z[:p][None, :], x2, lam_s, s)  # (N, p)
         zs = jnp.concatenate([u, jnp.broadcast_to(z[p:], (u.shape[0], z.shape[0] - p))], axis=1)
-        return jnp.sum(w * jax.vmap(lambda zz: self.base_loss(zz, a, xi))(zs))
+        return jnp.sum(w * jax.vmap(lambda zz: self.base_loss(zz, a, xi, c))(zs))
 
     def sample_grads(
-        self, z: jax.Array, a: jax.Array, xi: jax.Array, x2: jax.Array | None = None
+        self, z: jax.Array, a: jax.Array, xi: jax.Array, c: jax.Array = 0, x2: jax.Array | None = None
     ) -> tuple[jax.Array, jax.Array]:
         p = self.p
 
-        if self.needs_norm:
-
-            def loss_of(lam, a_):
-                return self.sample_loss(jnp.concatenate([lam, z[p:]]), a_, xi, x2)
-
-        else:
-
-            def loss_of(lam, a_):
-                return self.sample_loss(jnp.concatenate([lam, z[p:]]), a_, xi)
+        def loss_of(lam, a_):
+            return self.sample_loss(jnp.concatenate([lam, z[p:]]), a_, xi, c, x2)
 
         g_lam, g_a = jax.grad(loss_of, argnums=(0, 1))(z[:p], a)
-        return -g_lam, g_a
+        return self._masked(-g_lam, g_a)
 
     def batch_grads(
-        self, Z: jax.Array, a: jax.Array, xi: jax.Array, x2: jax.Array | None = None
+        self, Z: jax.Array, a: jax.Array, xi: jax.Array, c: jax.Array | None = None, x2: jax.Array | None = None
     ) -> tuple[jax.Array, jax.Array]:
-        """Batch of fields ``Z`` (n, p + r) -> (C (n, p), grad_a (p,)) of the batch-mean loss.
+        """Batch of fields ``Z`` (n, p + a) -> (C (n, p), grad_a (p,)) of the batch-mean loss.
 
-        ``x2`` (n,): the samples' squared norms, required when ``needs_norm``.
+        ``c`` (n,): the samples' latents (default 0); ``x2`` (n,): their squared norms,
+        required when ``needs_norm``.
         """
+        n = Z.shape[0]
+        c = jnp.zeros((n,), jnp.int32) if c is None else c
         if self.needs_norm:
             if x2 is None:
                 raise ValueError("this loss (smoothed) needs the samples' squared norms x2 = |x|^2")
-            c, ga = jax.vmap(self.sample_grads, in_axes=(0, None, 0, 0))(Z, a, xi, x2)
+            C, ga = jax.vmap(self.sample_grads, in_axes=(0, None, 0, 0, 0))(Z, a, xi, c, x2)
         else:
-            c, ga = jax.vmap(self.sample_grads, in_axes=(0, None, 0))(Z, a, xi)
-        n = Z.shape[0]
-        return c / n, jnp.mean(ga, axis=0)
+            C, ga = jax.vmap(self.sample_grads, in_axes=(0, None, 0, 0))(Z, a, xi, c)
+        return C / n, jnp.mean(ga, axis=0)
+
+    def population_risk(self, M, Q, a):
+        from .risk import _population_risk
+
+        return _population_risk(self, M, Q, a)
+
+    def ode_field(self, second_order: bool, nodes: int | None = None):
+        from ._drift import drift
+
+        return drift(self, second_order, nodes)

@@ -13,6 +13,16 @@ polynomials, Saad–Solla for erf, arc-cosine kernels for relu) and otherwise qu
 Targets given as a function of all r fields use (1 + r)- and r-dimensional Gauss–Hermite
 rules; custom losses a (p + r + 1)-dimensional one (noise as the last axis).
 With a smoothed loss (``Training.smoothing``) the risk is that of the unsmoothed base loss.
+
+Other Gaussian data laws (``sgdlab.data``): per mixture component k the student fields and
+the frame coordinates are jointly Gaussian, s ~ N(mu_k, B_k B_k^T) and
+lam = M s + sigma_k R y (R R^T = Q - M M^T), i.e. mean (M mu_k, mu_k) and covariance
+
+    [[M S_k M^T + sigma_k^2 (Q - M M^T), M S_k], [S_k M^T, S_k]],   S_k = B_k B_k^T.
+
+With zero means and a committee target the pair kernels apply with these variances and
+covariances (a spiked covariance); otherwise (means, labels of the latent c) a tensor
+Gauss–Hermite rule over the p + a fields per component (+ the label noise).
 """
 
 from __future__ import annotations
@@ -72,11 +82,80 @@ def _committee_terms(model: Model, Q, M, a):
     return ff, fy, yy
 
 
-def population_risk(model: Model, M: jax.Array, Q: jax.Array, a: jax.Array) -> jax.Array:
-    """Population value of the training loss at order parameters (M (p, r), Q (p, p), a (p,))."""
+def population_risk(model, M: jax.Array, Q: jax.Array, a: jax.Array) -> jax.Array:
+    """Population value of the training loss at order parameters (M (p, a), Q (p, p), a (p,))."""
+    return model.population_risk(M, Q, a)
+
+
+def _component_gaussian(model: Model, M, Q, comp, k: int):
+    """Mean (p + a,) and covariance of (lam, s) in component k of the data law."""
+    a = model.a
+    S = jnp.eye(a) if comp.chol is None else comp.chol[k] @ comp.chol[k].T
+    mu = jnp.zeros(a) if comp.mean is None else comp.mean[k, 0]
+    sig = 1.0 if comp.sigma is None else comp.sigma[k, 0]
+    MS = M @ S
+    cov_l = MS @ M.T + sig**2 * (Q - M @ M.T)
+    cov = jnp.block([[cov_l, MS], [MS.T, S]])
+    return jnp.concatenate([M @ mu, mu]), cov
+
+
+def _standard(model: Model) -> bool:
+    comp = model.data.components(model.r, 0)
+    return comp.prob.shape[0] == 1 and comp.mean is None and comp.chol is None and comp.sigma is None
+
+
+def _general_risk(model: Model, M, Q, a):
+    """Mixture over components of a tensor Gauss–Hermite rule over (lam, s, xi)."""
+    p, a_dim = model.p, model.a
+    comp = model.data.components(model.r, 0)
+    K = comp.prob.shape[0]
+    k = p + a_dim + 1
+    n = quadrature_nodes(k)
+    total = 0.0
+    for kk in range(K):
+        mean, cov = _component_gaussian(model, M, Q, comp, kk)
+        full = jnp.zeros((k, k)).at[:-1, :-1].set(cov).at[-1, -1].set(1.0)
+        shift = jnp.concatenate([mean, jnp.zeros(1)])
+        c = jnp.asarray(kk, jnp.int32)
+        loss = jax.vmap(lambda z: model.base_loss(z[:-1], a, z[-1], c))  # noqa: B023
+        total = total + comp.prob[kk] * gaussian_expectation(lambda z: loss(z + shift), full, n)  # noqa: B023
+    return total
+
+
+def _spiked_committee(model: Model, M, Q, a):
+    """Square / correlation loss of a committee target, zero-mean components: pair kernels."""
+    stu, prob, p, r = model.student, model.problem, model.p, model.r
+    comp = model.data.components(model.r, 0)
+    sig, s = stu.activation, stu.scale
+    b = jnp.asarray(prob.weights)
+    i, j = jnp.triu_indices(p)
+    total_ff = total_fy = total_yy = 0.0
+    for kk in range(comp.prob.shape[0]):
+        _, cov = _component_gaussian(model, M, Q, comp, kk)
+        cl, cls, css = cov[:p, :p], cov[:p, p : p + r], cov[p : p + r, p : p + r]
+        ld = jnp.diag(cl)
+        kss = pair_expectation(sig, sig, ld[i], ld[j], cl[i, j])
+        Kss = jnp.zeros((p, p)).at[i, j].set(kss).at[j, i].set(kss)
+        ksg = pair_expectation(sig, prob.link, jnp.broadcast_to(ld[:, None], (p, r)),
+                               jnp.broadcast_to(jnp.diag(css)[None, :], (p, r)), cls)
+        sd = jnp.diag(css)
+        kgg = pair_expectation(prob.link, prob.link, jnp.broadcast_to(sd[:, None], (r, r)),
+                               jnp.broadcast_to(sd[None, :], (r, r)), css)
+        w = comp.prob[kk]
+        total_ff = total_ff + w * s**2 * a @ Kss @ a
+        total_fy = total_fy + w * s * a @ ksg @ b
+        total_yy = total_yy + w * b @ kgg @ b
+    return total_ff, total_fy, total_yy
+
+
+def _population_risk(model: Model, M: jax.Array, Q: jax.Array, a: jax.Array) -> jax.Array:
     tr, prob = model.training, model.problem
-    if hasattr(model, "population_risk"):  # sequence models carry their own
-        return model.population_risk(M, Q, a)
+    if not _standard(model) or prob.uses_latent:
+        comp = model.data.components(model.r, 0)
+        if tr.loss in ("square", "correlation") and prob.is_committee and comp.mean is None:
+            ff, fy, yy = _spiked_committee(model, M, Q, a)
+            return 0.5 * (ff - 2.0 * fy + yy + prob.noise**2) if tr.loss == "square" else -fy
+        return _general_risk(model, M, Q, a)
     if tr.loss in ("square", "correlation"):
         ff, fy, yy = _committee_terms(model, Q, M, a)
         if tr.loss == "square":
@@ -93,6 +172,7 @@ def population_risk(model: Model, M: jax.Array, Q: jax.Array, a: jax.Array) -> j
 @functools.lru_cache(maxsize=64)
 def _risk_fn(model: Model):
     return jax.jit(jax.vmap(jax.vmap(lambda m, q, aa: population_risk(model, m, q, aa))))
+
 
 
 def risk_table(model: Model, M, Q, a) -> jax.Array:

@@ -44,7 +44,9 @@ import numpy as np
 
 from ._functions import resolve_fn
 from ._kernels import _tensor_rule
-from .model import Training, _bad, _finite, _positive_int
+from .data import Tokens
+from .init import Init
+from .model import BaseModel, Training, _bad, _finite, _positive_int
 
 __all__ = [
     "COMBINES",
@@ -190,6 +192,13 @@ class SequenceProblem:
         return off
 
     @property
+    def data(self) -> Tokens:
+        """The data law: L i.i.d. N(0, I_d) tokens, token l shifted by its positional encoding
+        (a latent mean on the frame [w*, u_1, ..., u_a])."""
+        off = self.offsets
+        return Tokens(length=self.L, means=tuple(map(tuple, off)) if np.any(off) else None, frame_size=self.r)
+
+    @property
     def is_matrix(self) -> bool:
         """True when the label is an L x L matrix (the attention target)."""
         if self.function is not None:
@@ -317,14 +326,14 @@ _MC_KEY = 20251128
 
 
 @dataclass(frozen=True)
-class SequenceModel:
+class SequenceModel(BaseModel):
     """A sequence problem, a sequence student and a training rule, seen by the engines.
 
-    Same interface as :class:`sgdlab.model.Model`, with ``tokens = L``: the engines draw
-    ``batch * L`` rows per step (the tokens of ``batch`` samples, sample-major), shift them by
-    the positional encodings (``offsets``, on the fixed directions), and pass the shifted
-    fields Z (``batch * L``, p + r) to :meth:`batch_grads`, which returns
-    C = -d(batch-mean loss)/d(student fields) per token row.
+    Same interface as :class:`sgdlab.model.Model`: the data law (:class:`sgdlab.data.Tokens`)
+    has ``rows = L``, so the engines draw ``batch * L`` rows per step (the tokens of
+    ``batch`` samples, sample-major), shifted by the positional encodings (latent means on
+    the frame), and pass the shifted fields Z (``batch * L``, p + r) to :meth:`batch_grads`,
+    which returns C = -d(batch-mean loss)/d(student fields) per token row.
     """
 
     problem: SequenceProblem
@@ -339,14 +348,6 @@ class SequenceModel:
             raise _bad("train.smoothing", self.training.smoothing, "null for sequence models")
 
     @property
-    def p(self) -> int:
-        return self.student.width
-
-    @property
-    def r(self) -> int:
-        return self.problem.r
-
-    @property
     def tokens(self) -> int:
         return self.problem.length
 
@@ -355,11 +356,12 @@ class SequenceModel:
         return self.problem.offsets
 
     @property
-    def needs_norm(self) -> bool:
-        return False
+    def warm_directions(self) -> int:
+        """A warm start m0 has overlap m0 with w* and with every positional direction."""
+        return self.a
 
     @property
-    def rows(self) -> np.ndarray:
+    def token_rows(self) -> np.ndarray:
         return self.student.rows(self.tokens)
 
     def check(self) -> None:
@@ -370,8 +372,9 @@ class SequenceModel:
         if self.problem.is_matrix and self.student.kind != "attention":
             raise _bad("sequence.student", self.student.kind, "'attention' for a matrix-valued target")
         init = self.training.init
-        if not isinstance(init, str) and r * init**2 > 1:
+        if not isinstance(init, str) and not isinstance(init, Init) and r * init**2 > 1:
             raise _bad("train.init", init, f"|m0| <= 1/sqrt(fixed directions) = {1 / math.sqrt(r):.4g}")
+        super().check()
 
     # ------------------------------------------------------------------ one sample
     def token_loss(self, lam: jax.Array, nu: jax.Array, xi: jax.Array) -> jax.Array:
@@ -387,10 +390,10 @@ class SequenceModel:
     def sample_loss(self, Zs: jax.Array, xi: jax.Array) -> jax.Array:
         """Loss of one sample from its shifted fields ``Zs`` (L, p + r)."""
         L = self.tokens
-        lam = Zs[jnp.arange(L), jnp.asarray(self.rows)]
+        lam = Zs[jnp.arange(L), jnp.asarray(self.token_rows)]
         return self.token_loss(lam, Zs[:, self.p], xi)
 
-    def batch_grads(self, Z: jax.Array, a: jax.Array, xi: jax.Array, x2=None) -> tuple[jax.Array, jax.Array]:
+    def batch_grads(self, Z: jax.Array, a: jax.Array, xi: jax.Array, c=None, x2=None) -> tuple[jax.Array, jax.Array]:
         """Shifted token fields ``Z`` (n L, p + r) -> (C (n L, p), zero grad of a)."""
         L, p = self.tokens, self.p
         n = Z.shape[0] // L
@@ -401,7 +404,7 @@ class SequenceModel:
             return -jax.grad(lambda lam: self.sample_loss(jnp.concatenate([lam, zs[:, p:]], axis=1), x))(zs[:, :p])
 
         C = jax.vmap(grad_one)(Zs, xs)
-        return C.reshape(n * L, p) / n, jnp.zeros_like(a)
+        return self._masked(C.reshape(n * L, p) / n, jnp.zeros_like(a))
 
     # ------------------------------------------------------------------ population quantities
     def token_field_moments(self, M: jax.Array, Q: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -409,7 +412,7 @@ class SequenceModel:
         l the pair (lambda_l, nu_l) has mean (mu_l, 0), mu_l = sum_k M_{j(l), k} offsets[l, k],
         variance (Q_jj, 1) and covariance M_{j(l), 0}; tokens are independent.
         Returns (mu (L,), var (L,), cov (L,))."""
-        j = jnp.asarray(self.rows)
+        j = jnp.asarray(self.token_rows)
         mu = jnp.sum(M[j] * jnp.asarray(self.offsets), axis=1)
         return mu, jnp.diag(Q)[j], M[j, 0]
 
@@ -458,3 +461,10 @@ class SequenceModel:
         """Population value of the training loss at (M, Q) (see :meth:`expectation`)."""
         loss = jax.vmap(self.token_loss)
         return self.expectation(loss, M, Q)
+
+    def ode_field(self, second_order: bool, nodes: int | None = None):
+        """The ODE's field for one-row students (tied, attention): ``sgdlab._sequence_drift``."""
+        from ._sequence_drift import sequence_velocity
+
+        field, n = sequence_velocity(self, second_order=second_order, nodes=nodes)
+        return field, n, False

@@ -1,7 +1,7 @@
 """The stochastic engines' common loop: vmap over seeds, nested lax.scan over steps.
 
-An engine supplies, per seed, ``init(key) -> state`` and ``step(state) -> state`` (a
-PyTree holding its parameters and PRNG key) plus three read-outs of a state: the escape
+An engine supplies, per seed, ``init(key, hyper, start) -> state`` and ``step(state) -> state``
+(a PyTree holding its step count, parameters and PRNG key) plus three read-outs of a state: the escape
 statistic max_j |M_j0| / sqrt(Q_jj), a health flag (finite, Gram positive semi-definite)
 and the recorded order parameters (M, Q, a). The driver runs ``steps`` steps for all seeds
 at once: an outer loop over recording points, an inner loop over the steps between them,
@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-__all__ = ["MAX_NORM2", "StochasticEngine", "drive", "seed_keys"]
+from .base import Program, Trajectory
+
+__all__ = ["MAX_NORM2", "Program", "drive", "seed_keys"]
 
 STOP_CHECKS = 200  # with stop_fraction, the escaped fraction is checked at most this often per run
 MAX_NORM2 = 1e30  # a squared row norm (or a_j^2) beyond this counts as divergence (far before overflow)
@@ -34,23 +34,7 @@ def seed_keys(seed: int, n: int) -> jax.Array:
     return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(n))
 
 
-@dataclass(frozen=True)
-class StochasticEngine:
-    """Per-seed functions of a built engine. ``init(key, hyper)`` receives the step sizes
-    ``hyper = {"lr": ..., "lr_a": ...}`` as traced numbers and keeps them in the state, so
-    runs that differ only in step size share one compiled program. ``hyper`` holds the
-    built model's own step sizes (used when ``drive`` is given none); it takes no part in
-    equality, so it does not split the compilation cache."""
-
-    init: Callable[[jax.Array, dict], Any]
-    step: Callable[[Any], Any]
-    escape_stat: Callable[[Any], jax.Array]
-    healthy: Callable[[Any], jax.Array]
-    observe: Callable[[Any], tuple[jax.Array, jax.Array, jax.Array]]
-    hyper: tuple[float, float] = field(default=(0.0, 0.0), compare=False)
-
-
-def _one_step(engine: StochasticEngine, threshold: float, carry):
+def _one_step(engine: Program, threshold: float, carry):
     state, k, esc, div = carry
     new = engine.step(state)
     ok = engine.healthy(new) & (div < 0)
@@ -63,7 +47,7 @@ def _one_step(engine: StochasticEngine, threshold: float, carry):
 
 
 @partial(jax.jit, static_argnums=(0, 1))
-def _advance(engine: StochasticEngine, threshold: float, carry, buffers, start, stop, every):
+def _advance(engine: Program, threshold: float, carry, buffers, start, stop, every):
     """Records ``start`` to ``stop`` (traced): ``every`` steps for every seed, then observe.
 
     Observations go into preallocated ``buffers`` (record, seed, ...), so one compiled
@@ -82,8 +66,8 @@ def _advance(engine: StochasticEngine, threshold: float, carry, buffers, start, 
 
 
 @partial(jax.jit, static_argnums=(0, 1))
-def _start(engine: StochasticEngine, threshold: float, keys, hyper):
-    state = jax.vmap(engine.init, in_axes=(0, None))(keys, hyper)
+def _start(engine: Program, threshold: float, keys, hyper, start):
+    state = jax.vmap(engine.init, in_axes=(0, None, 0))(keys, hyper, start)
     n = keys.shape[0]
     k = jnp.zeros(n, dtype=jnp.int64)
     ok = jax.vmap(engine.healthy)(state)
@@ -93,7 +77,7 @@ def _start(engine: StochasticEngine, threshold: float, keys, hyper):
 
 
 def drive(
-    engine: StochasticEngine,
+    engine: Program,
     keys: jax.Array,
     *,
     steps: int,
@@ -104,7 +88,8 @@ def drive(
     lr: float | None = None,
     lr_a: float | None = None,
     stop_fraction: float | None = None,
-) -> dict[str, np.ndarray]:
+    start: dict | None = None,
+) -> Trajectory:
     """Run all seeds; return recorded steps, (M, Q, a) per record, escape and divergence steps.
 
     Records are taken at step 0, every ``every`` steps and at the last step. With a
@@ -113,12 +98,15 @@ def drive(
     between chunks. With ``stop_fraction`` the records are run in ``STOP_CHECKS`` equal
     chunks (fixed by ``steps`` and ``every`` alone, so the result does not depend on timing),
     and the run ends after the first chunk whose last record finds at least that fraction
-    of the seeds escaped or diverged (the recorded steps end there).
+    of the seeds escaped or diverged (the recorded steps end there). ``start``: per-seed
+    data of the initial state (arrays with a leading seed axis), or ``None``.
     """
     lr = engine.hyper[0] if lr is None else lr
     lr_a = engine.hyper[1] if lr_a is None else lr_a
     hyper = {"lr": jnp.asarray(lr, jnp.float64), "lr_a": jnp.asarray(lr_a, jnp.float64)}
-    carry, obs0 = _start(engine, threshold, keys, hyper)
+    if start is not None:
+        start = jax.tree.map(jnp.asarray, start)
+    carry, obs0 = _start(engine, threshold, keys, hyper, start)
     n_full, rem = divmod(steps, every)
     n_rec = n_full + 1 + (1 if rem else 0)
     buffers = jax.tree.map(lambda o: jnp.zeros((n_rec, *o.shape), jnp.float64).at[0].set(o), obs0)
@@ -163,11 +151,11 @@ def drive(
         recorded = np.append(recorded, steps)
     _, _, esc, div = carry
     # observations are (record, seed, ...): put seeds first
-    return {
-        "steps": recorded,
-        "M": np.moveaxis(M, 0, 1).astype(np.float64),
-        "Q": np.moveaxis(Q, 0, 1).astype(np.float64),
-        "a": np.moveaxis(a, 0, 1).astype(np.float64),
-        "escape_step": np.asarray(esc, dtype=np.int64),
-        "diverged_step": np.asarray(div, dtype=np.int64),
-    }
+    return Trajectory(
+        steps=recorded,
+        M=np.moveaxis(M, 0, 1).astype(np.float64),
+        Q=np.moveaxis(Q, 0, 1).astype(np.float64),
+        a=np.moveaxis(a, 0, 1).astype(np.float64),
+        escape_step=np.asarray(esc, dtype=np.int64),
+        diverged_step=np.asarray(div, dtype=np.int64),
+    )

@@ -1,24 +1,37 @@
-"""``Chain``: the exact Markov chain of the Gram matrix G = [W; W*][W; W*]^T.
+"""``Chain``: the exact Markov chain of the Gram matrix G = [W; U][W; U]^T.
 
-Derivation in EXACT_CHAIN.md. With G = L L^T (a Cholesky factor that tolerates rank loss),
-the fields of a batch are Z = Y L^T with Y (n x P) standard Gaussian, P = p + r, and
+U (a x d) is the data law's frame (teacher directions first; spikes, cluster means,
+the encodings of sequence positions after them). Derivation in docs/chain.md. Inputs are
+x = U^T s + sigma z_perp (``sgdlab.data``). Write them through a standard Gaussian g:
+x = U^T (s - sigma U g) + sigma g. With G = L L^T (a Cholesky factor that tolerates rank
+loss) the fields of the g's of a batch are Z0 = Y L^T, Y (n x P) standard Gaussian,
+P = p + a, and their Gram matrix is Y Y^T + K_perp, K_perp ~ Wishart_n(d - P, I)
+independent of Y. (Using all P columns of Y even when G is singular is exact: the surplus
+columns add a Wishart_n(P - rank) that completes K_perp to Wishart_n(d - rank).) The data
+law draws the latent from the frame fields N0 = Z0[:, p:] (s, the cluster c and sigma);
+with Delta = S - sigma N0 the student fields are Lam = sigma Lam0 + Delta M^T and
 
-    X X^T = Y Y^T + K_perp,     K_perp ~ Wishart_n(d - P, I), independent of Y.
+    X X^T = Delta Delta^T + Delta N0^T D + D N0 Delta^T + D (Y Y^T + K_perp) D,  D = diag(sigma).
 
-(Using all P columns of Y even when G is singular is exact: the surplus columns add a
-Wishart_n(P - rank) that completes K_perp to Wishart_n(d - rank).) One SGD step is then
+One SGD step is then
 
-    Q' = A Q A + lr (A Lam^T C + C^T Lam A) + lr^2 C^T (Y Y^T + K_perp) C
-    M' = A M + lr C^T N,          A = I - lr D (spherical) or I,
+    Q' = A Q A + lr (A Lam^T C + C^T Lam A) + lr^2 C^T X X^T C
+    M' = A M + lr C^T S,          A = I - lr D_sph (spherical) or I,
 
 followed by the renormalisation of the rows (a function of Q'). Only
-C^T K_perp C ~ Wishart_p(d - P, C^T C) carries d; it is drawn by Bartlett's decomposition,
-so the cost per step does not depend on d.
+(DC)^T K_perp (DC) ~ Wishart_p(d - P, (DC)^T DC) carries d; it is drawn by Bartlett's
+decomposition, so the cost per step does not depend on d. For isotropic data
+(s = N0, sigma = 1) the extra terms vanish and this is the chain of EXACT_CHAIN.md as
+written. Samples of several rows (a sequence) are rows of the batch; a row-dependent latent
+mean is part of Delta.
 
 A loss that needs each sample's squared norm (``model.needs_norm``, the smoothed loss) gets
-|x_b|^2 = |y_b|^2 + (K_perp)_bb: then K_perp itself is drawn (Bartlett, n x n) and the same
-draw gives C^T K_perp C, so the norm and the lr^2 noise term stay coupled as in the d-dim
-process (independent draws would be wrong).
+|x_b|^2 = sigma_b^2 (|y_b|^2 + (K_perp)_bb) + |s_b|^2 - sigma_b^2 |N0_b|^2: then K_perp
+itself is drawn (Bartlett, n x n) and the same draw gives the lr^2 term, so the norm and
+the noise term stay coupled as in the d-dimensional process.
+
+The step count t is part of the state: the data law and the step-size schedule are
+evaluated at t for the step from t to t + 1.
 """
 
 from __future__ import annotations
@@ -27,103 +40,99 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from .._wishart import psd_cholesky, wishart, wishart_quadratic
-from ..model import Model
-from ._driver import MAX_NORM2, StochasticEngine
+from ..model import BaseModel
+from ._driver import MAX_NORM2
+from .base import Program, StochasticEngine
 
 __all__ = ["Chain", "initial_gram"]
 
 PSD_TOL = 1e-9  # relative: a Gram matrix with a Cholesky pivot below -PSD_TOL * trace has diverged
 
 
-def initial_gram(model: Model, key: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Exact law of (Q, M) at the start.
-
-    ``random``: rows w_j = g_j / |g_j|, g_j ~ N(0, I_d): the teacher components of g are
-    N(0, 1), the Gram of the rest is Wishart_p(d - r, I). ``random_positive``: the same with
-    g_j replaced by -g_j where its first teacher component is negative. ``m0``: w_j = m0 sum_k w*_k +
-    sqrt(1 - r m0^2) v_j with v_j uniform unit vectors orthogonal to the teacher span.
-    """
-    p, r, d = model.p, model.r, model.problem.d
-    init = model.training.init
-    kt, kw = jax.random.split(key)
-    perp = wishart(kw, p, d - r)
-    if isinstance(init, str):
-        T = jax.random.normal(kt, (p, r))
-        if init == "random_positive":  # w_j -> -w_j where M_j0 < 0: flips row j of T and of perp
-            f = jnp.where(T[:, 0] < 0, -1.0, 1.0)
-            T, perp = T * f[:, None], perp * f[:, None] * f[None, :]
-        Qg = perp + T @ T.T
-        s = 1.0 / jnp.sqrt(jnp.diag(Qg))
-        return Qg * s[:, None] * s[None, :], T * s[:, None]
-    s = 1.0 / jnp.sqrt(jnp.diag(perp))
-    V = perp * s[:, None] * s[None, :]
-    Q = r * init**2 + (1.0 - r * init**2) * V
-    return Q, jnp.full((p, r), init)
+def initial_gram(model, key: jax.Array, start=None) -> tuple[jax.Array, jax.Array]:
+    """Exact law of (Q, M) at the start: ``model.init.gram`` (see ``sgdlab.init``)."""
+    return model.init.gram(key, model, start)
 
 
 @dataclass(frozen=True)
-class Chain:
+class Chain(StochasticEngine):
     """The exact low-dimensional chain (float64); cost per step independent of d."""
 
     name: str = "chain"
 
-    def build(self, model: Model) -> StochasticEngine:
+    def build(self, model: BaseModel) -> Program:
         stu, tr = model.student, model.training
-        d, p, r = model.problem.d, model.p, model.r
-        P = p + r
-        # sequence models: the rows of a batch are the tokens of its samples, shifted by the
-        # positional encodings p_l (fixed directions): in the coordinates y of Z = y L^T the
-        # shift of token l is c_l^T L, c_l = p_l's coefficients on the rows of G
-        tokens = getattr(model, "tokens", 1)
-        n = tr.batch * tokens
-        shift = None
-        if tokens > 1 and getattr(model, "offsets", None) is not None and np.any(model.offsets):
-            shift = jnp.concatenate([jnp.zeros((tokens, p)), jnp.asarray(model.offsets)], axis=1)
+        d, p, na, R = model.problem.d, model.p, model.a, model.rows
+        P = p + na
+        n = tr.batch * R  # rows of a batch: the R rows of each of its samples
+        law, start_law, r = model.data, model.init, model.r
         a0 = jnp.asarray(stu.a0, jnp.float64)
         norm = model.needs_norm
-        eye_r = jnp.eye(r)
+        schedule = tr.lr_schedule
+        eye_a = jnp.eye(na)
 
         def assemble(Q, M):
-            return jnp.block([[Q, M], [M.T, eye_r]])
+            return jnp.block([[Q, M], [M.T, eye_a]])
 
-        def init(key, hyper):
+        def init(key, hyper, start):
             ki, kn = jax.random.split(key)
-            Q, M = initial_gram(model, ki)
+            Q, M = start_law.gram(ki, model, start)
+            a_ = start_law.second_layer(model, start)
             G = assemble(Q, M)
             L, worst = psd_cholesky(G)
-            return {"G": G, "L": L, "worst": worst, "a": a0, "key": kn, "lr": hyper["lr"], "lr_a": hyper["lr_a"]}
+            return {"G": G, "L": L, "worst": worst, "a": a0 if a_ is None else a_, "key": kn,
+                    "lr": hyper["lr"], "lr_a": hyper["lr_a"], "t": jnp.zeros((), jnp.int64)}
 
         def step(s):
-            G, L, a, lr, lr_a = s["G"], s["L"], s["a"], s["lr"], s["lr_a"]
+            G, L, a, lr, lr_a, t = s["G"], s["L"], s["a"], s["lr"], s["lr_a"], s["t"]
+            if schedule is not None:
+                f = schedule(t)
+                lr, lr_a = lr * f, lr_a * f
             key, ky, kxi, kk = jax.random.split(s["key"], 4)
             Y = jax.random.normal(ky, (n, P))
-            if shift is not None:
-                Y = Y + jnp.tile(shift @ L, (tr.batch, 1))
-            Z = Y @ L.T
+            Z0 = Y @ L.T
+            Lam0, N0 = Z0[:, :p], Z0[:, p:]
+            lat = law.draw(jax.random.fold_in(kk, 1), N0.reshape(tr.batch, R, na), r, t)
+            Q, M = G[:p, :p], G[:p, p:]
+            sig = None if lat.sigma is None else lat.sigma.reshape(n)
+            S = N0 if lat.s is None else lat.s.reshape(n, na)
+            Lam = Lam0 if sig is None else sig[:, None] * Lam0
+            delta = None
+            if lat.s is not None:  # latent shifted or reshaped off the standard one
+                delta = S - (N0 if sig is None else sig[:, None] * N0)
+                Lam = Lam + delta @ M.T
+            Z = jnp.concatenate([Lam, S], axis=1)
             xi = jax.random.normal(kxi, (n,))
             if norm:
-                # the smoothed loss needs |x_b|^2 = |y_b|^2 + (K_perp)_bb: draw K_perp itself
-                # (n x n) and use the SAME draw in the lr^2 term below
+                # the smoothed loss needs |x_b|^2: draw K_perp itself (n x n) and use the SAME
+                # draw in the lr^2 term below
                 Kp = wishart(kk, n, d - P)
-                C, ga = model.batch_grads(Z, a, xi, jnp.sum(Y * Y, axis=1) + jnp.diag(Kp))
+                x2 = jnp.sum(Y * Y, axis=1) + jnp.diag(Kp)
+                if sig is not None:
+                    x2 = sig**2 * x2
+                if delta is not None:
+                    x2 = x2 + jnp.sum(S * S, axis=1) - (1.0 if sig is None else sig**2) * jnp.sum(N0 * N0, axis=1)
+                C, ga = model.batch_grads(Z, a, xi, lat.c, x2)
             else:
-                C, ga = model.batch_grads(Z, a, xi)
-            Lam, N = Z[:, :p], Z[:, p:]
-            Q, M = G[:p, :p], G[:p, p:]
-            YC = Y.T @ C
-            perp = C.T @ (Kp @ C) if norm else wishart_quadratic(kk, C, d - P)
+                C, ga = model.batch_grads(Z, a, xi, lat.c)
+            Cs = C if sig is None else sig[:, None] * C
+            YC = Y.T @ Cs
+            perp = Cs.T @ (Kp @ Cs) if norm else wishart_quadratic(kk, Cs, d - P)
             noise = YC.T @ YC + perp
+            if delta is not None:
+                DC = delta.T @ C
+                cross = DC.T @ (N0.T @ Cs)
+                noise = noise + DC.T @ DC + cross + cross.T
             LC = Lam.T @ C
             if tr.spherical:
                 A = 1.0 - lr * jnp.sum(C * Lam, axis=0) / jnp.diag(Q)
                 Qn = A[:, None] * Q * A[None, :] + lr * (A[:, None] * LC + LC.T * A[None, :]) + lr**2 * noise
-                Mn = A[:, None] * M + lr * (C.T @ N)
+                Mn = A[:, None] * M + lr * (C.T @ S)
             else:
                 Qn = Q + lr * (LC + LC.T) + lr**2 * noise
-                Mn = M + lr * (C.T @ N)
+                Mn = M + lr * (C.T @ S)
             Qn = 0.5 * (Qn + Qn.T)
             if tr.renormalise:
                 sc = 1.0 / jnp.sqrt(jnp.diag(Qn))
@@ -133,7 +142,7 @@ class Chain:
                 a = a - lr_a * ga
             G = assemble(Qn, Mn)
             L, worst = psd_cholesky(G)  # the factor of the new Gram matrix: used by the next step
-            return {"G": G, "L": L, "worst": worst, "a": a, "key": key, "lr": lr, "lr_a": lr_a}
+            return {"G": G, "L": L, "worst": worst, "a": a, "key": key, "lr": s["lr"], "lr_a": s["lr_a"], "t": t + 1}
 
         def escape_stat(s):
             G = s["G"]
@@ -153,4 +162,4 @@ class Chain:
             G = s["G"]
             return G[:p, p:], G[:p, :p], s["a"]
 
-        return StochasticEngine(init, step, escape_stat, healthy, observe, hyper=(tr.lr, tr.eta_a))
+        return Program(init, step, escape_stat, healthy, observe, hyper=(tr.lr, tr.eta_a))

@@ -1,15 +1,18 @@
 """``Full``: online SGD in dimension d, exactly as written.
 
-Per step and seed: draw a batch X (n x d) of N(0, I_d) inputs, compute the fields
-Z = X [W; W*]^T, get C = -d(batch-mean loss)/d(lambda) from the model, and update
+Per step and seed: draw a batch X (n x d) from the data law (``sgdlab.data``; n = batch
+times the rows of a sample), compute the student fields lambda = X W^T and the frame
+coordinates S = X U^T, get C = -d(batch-mean loss)/d(lambda) from the model, and update
 
     W <- (I - lr D) W + lr C^T X,     D = diag_j(sum_i C_ij lambda_ij / Q_jj) (spherical only),
 
-then renormalise the rows (spherical or projected). The teacher rows W* are the first r
-canonical basis vectors: inputs and a uniformly random (or m0) start are rotation
-invariant, so this is exact in law and makes nu = X[:, :r] free. Memory is
+then renormalise the rows (spherical or projected). The frame U is the first a canonical
+basis vectors: Gaussian data laws and the initial states are invariant under rotations that
+fix the frame, so this is exact in law and makes S = X[:, :a] free. Memory is
 O(seeds * (p + n) * d); no d-vector is stored over time. A loss that needs the sample's
-squared norm (``model.needs_norm``, the smoothed loss) gets x2 = sum_i X_bi^2.
+squared norm (``model.needs_norm``, the smoothed loss) gets x2 = sum_i X_bi^2. The step
+count t is part of the state (data-law and step-size schedules). Non-Gaussian data laws
+(a ``Sampler``) run here only.
 """
 
 from __future__ import annotations
@@ -18,66 +21,56 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from ..model import Model
-from ._driver import MAX_NORM2, StochasticEngine
+from ..model import BaseModel
+from ._driver import MAX_NORM2
+from .base import Program, StochasticEngine
 
 __all__ = ["Full"]
 
 
 @dataclass(frozen=True)
-class Full:
+class Full(StochasticEngine):
     """The d-dimensional simulation. ``dtype``: ``float32`` (fast, default) or ``float64``."""
 
     dtype: str = "float32"
     name: str = "full"
+    gaussian_only = False
 
     def __post_init__(self) -> None:
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"engine.dtype: got {self.dtype!r}; allowed: 'float32' or 'float64'")
 
-    def build(self, model: Model) -> StochasticEngine:
+    def build(self, model: BaseModel) -> Program:
         prob, stu, tr = model.problem, model.student, model.training
-        d, p, r = prob.d, model.p, model.r
+        d, na, r = prob.d, model.a, model.r
         dt = jnp.dtype(self.dtype)
-        # sequence models: a batch is batch * L token rows (sample-major), each shifted by its
-        # positional encoding p_l = sum_k offsets[l, k] e_k (the fixed directions are e_0..e_{r-1})
-        tokens = getattr(model, "tokens", 1)
-        n = tr.batch * tokens
-        shift = None
-        if tokens > 1 and getattr(model, "offsets", None) is not None and np.any(model.offsets):
-            shift = jnp.zeros((tokens, d), dt).at[:, :r].set(jnp.asarray(model.offsets, dt))
+        law, start_law = model.data, model.init
         a0 = jnp.asarray(stu.a0, dt)
         norm = model.needs_norm
+        schedule = tr.lr_schedule
 
-        def init(key, hyper):
+        def init(key, hyper, start):
             kw, kn = jax.random.split(key)
-            g = jax.random.normal(kw, (p, d), dt)
-            if isinstance(tr.init, str):
-                if tr.init == "random_positive":  # the teacher is e_0: flip rows with g_j0 < 0
-                    g = g * jnp.where(g[:, :1] < 0, -1.0, 1.0).astype(dt)
-                W = g / jnp.linalg.norm(g, axis=1, keepdims=True)
-            else:
-                m0 = tr.init
-                v = g.at[:, :r].set(0.0)
-                v = v / jnp.linalg.norm(v, axis=1, keepdims=True)
-                W = (jnp.sqrt(1.0 - r * m0**2) * v).at[:, :r].set(m0)
-            return {"W": W, "a": a0, "key": kn, "lr": hyper["lr"].astype(dt), "lr_a": hyper["lr_a"].astype(dt)}
+            W = start_law.weights(kw, model, start, dt)
+            a_ = start_law.second_layer(model, start)
+            return {"W": W, "a": a0 if a_ is None else a_.astype(dt), "key": kn, "lr": hyper["lr"].astype(dt),
+                    "lr_a": hyper["lr_a"].astype(dt), "t": jnp.zeros((), jnp.int64)}
 
         def step(s):
-            W, a, lr, lr_a = s["W"], s["a"], s["lr"], s["lr_a"]
+            W, a, lr, lr_a, t = s["W"], s["a"], s["lr"], s["lr_a"], s["t"]
+            if schedule is not None:
+                f = jnp.asarray(schedule(t), dt)
+                lr, lr_a = lr * f, lr_a * f
             key, kx, kxi = jax.random.split(s["key"], 3)
-            X = jax.random.normal(kx, (n, d), dt)
-            if shift is not None:
-                X = X + jnp.tile(shift, (tr.batch, 1))
-            xi = jax.random.normal(kxi, (n,), dt)
+            X, c = law.sample(kx, tr.batch, d, r, t, dt)
+            xi = jax.random.normal(kxi, (X.shape[0],), dt)
             lam = X @ W.T
+            Z = jnp.concatenate([lam, X[:, :na]], axis=1)
             if norm:  # a loss that needs each sample's |x|^2 (smoothed): the exact one
-                x2 = jnp.sum(X * X, axis=1)
-                C, ga = model.batch_grads(jnp.concatenate([lam, X[:, :r]], axis=1), a, xi, x2)
+                C, ga = model.batch_grads(Z, a, xi, c, jnp.sum(X * X, axis=1))
             else:
-                C, ga = model.batch_grads(jnp.concatenate([lam, X[:, :r]], axis=1), a, xi)
+                C, ga = model.batch_grads(Z, a, xi, c)
             step_ = lr * (C.T @ X)
             if tr.spherical:
                 D = jnp.sum(C * lam, axis=0) / jnp.sum(W * W, axis=1)
@@ -88,7 +81,7 @@ class Full:
                 W = W / jnp.linalg.norm(W, axis=1, keepdims=True)
             if stu.trained:
                 a = a - lr_a * ga
-            return {"W": W, "a": a, "key": key, "lr": lr, "lr_a": lr_a}
+            return {"W": W, "a": a, "key": key, "lr": s["lr"], "lr_a": s["lr_a"], "t": t + 1}
 
         def escape_stat(s):
             W = s["W"]
@@ -101,6 +94,6 @@ class Full:
 
         def observe(s):
             W = s["W"]
-            return W[:, :r], W @ W.T, s["a"]
+            return W[:, :na], W @ W.T, s["a"]
 
-        return StochasticEngine(init, step, escape_stat, healthy, observe, hyper=(tr.lr, tr.eta_a))
+        return Program(init, step, escape_stat, healthy, observe, hyper=(tr.lr, tr.eta_a))

@@ -1,8 +1,8 @@
 """The ODE velocity of sequence models with one student row (tied network, attention layer).
 
-Same contract as :meth:`sgdlab.engines.ode.ODE.velocity`: the state is {Q (1, 1), M (1, r),
+Same contract as :func:`sgdlab._drift.drift` (``SequenceModel.ode_field``): the state is {Q (1, 1), M (1, r),
 a (1,)} and the field returns the expected increment of the exact chain (EXACT_CHAIN.md,
-``chain.py``) per SGD step at the current Gram matrix.
+``engines/chain.py``) per SGD step at the current Gram matrix.
 
 Derivation. Order the rows of G = [[Q, M], [M^T, I_r]] as [w, w*, u_1..u_a] (P = 2 + a) and
 take a lower-triangular factor G = L L^T (``psd_cholesky``: a zero pivot at |m| = 1 or
@@ -50,10 +50,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._kernels import _tensor_rule
-from .._wishart import psd_cholesky
-from ..risk import quadrature_nodes
-from .ode import _geometry
+from ._drift import _geometry
+from ._kernels import _tensor_rule
+from ._wishart import psd_cholesky
+from .risk import quadrature_nodes
 
 __all__ = ["PLAIN_ERROR", "check_sequence_model", "sequence_velocity"]
 
@@ -76,11 +76,11 @@ def sequence_velocity(model, *, second_order: bool, nodes: int | None):
     """(field, nodes): field(t, state, args) is the expected increment per SGD step of
     state = {Q (1, 1), M (1, r), a (1,)} for a one-row sequence model."""
     check_sequence_model(model)
-    T, r, d = model.tokens, model.r, model.problem.d
+    T, r, d = model.tokens, model.a, model.problem.d  # r: the fixed (frame) directions
     P = 1 + r
     tr = model.training
-    n, lr = tr.batch, tr.lr
-    lr2 = lr**2 if second_order else 0.0
+    n, lr0 = tr.batch, tr.lr
+    schedule = tr.lr_schedule
     noisy = model.problem.noise > 0
     k = 2 * T + (1 if noisy else 0)
     if nodes is None:
@@ -100,6 +100,8 @@ def sequence_velocity(model, *, second_order: bool, nodes: int | None):
 
     def field(t, s, args):
         Q, M, a = s["Q"], s["M"], s["a"]
+        lr = lr0 if schedule is None else lr0 * schedule(t)
+        lr2 = lr**2 if second_order else 0.0
         G = jnp.block([[Q, M], [M.T, eye_r]])
         Lc, _ = psd_cholesky(G)
         delta = cvec @ Lc  # row l: delta_l = L^T c_l

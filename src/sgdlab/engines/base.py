@@ -1,0 +1,83 @@
+"""The engine protocol: what an engine is, what it returns, what it can run.
+
+Two kinds, as abstract base classes:
+
+- :class:`StochasticEngine` (``full``, ``chain``): ``build(model)`` returns a
+  :class:`Program`, per-seed functions over an explicit state (a PyTree holding the step
+  count ``t``, the parameters, the step sizes and the PRNG key): ``init(key, hyper, start)``,
+  ``step(state)``, and the read-outs ``escape_stat``, ``healthy`` and ``observe``. The
+  common driver (``_driver.drive``) runs them for all seeds at once.
+- :class:`DeterministicEngine` (``ode``): ``solve(model, record, progress)`` integrates
+  the model's vector field.
+
+Both return a :class:`Trajectory`; ``check(model)`` raises a one-line ``ValueError`` for a
+model the engine cannot run (e.g. non-Gaussian data on the chain).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["DeterministicEngine", "Engine", "Program", "StochasticEngine", "Trajectory"]
+
+
+@dataclass
+class Trajectory:
+    """Recorded steps (R,), order parameters M (S, R, p, a), Q (S, R, p, p), a (S, R, p),
+    per-seed escape and divergence steps (-1: never), and engine information."""
+
+    steps: np.ndarray
+    M: np.ndarray
+    Q: np.ndarray
+    a: np.ndarray
+    escape_step: np.ndarray
+    diverged_step: np.ndarray
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Program:
+    """Per-seed functions of a built stochastic engine. ``init(key, hyper, start)`` receives
+    the step sizes ``hyper = {"lr": ..., "lr_a": ...}`` as traced numbers (kept in the state,
+    so runs that differ only in step size share one compiled program) and this seed's
+    ``start`` data of the initial state (or ``None``). ``hyper`` holds the built model's own
+    step sizes (used when ``drive`` is given none); it takes no part in equality."""
+
+    init: Callable[[Any, dict, Any], Any]
+    step: Callable[[Any], Any]
+    escape_stat: Callable[[Any], Any]
+    healthy: Callable[[Any], Any]
+    observe: Callable[[Any], tuple[Any, Any, Any]]
+    hyper: tuple[float, float] = field(default=(0.0, 0.0), compare=False)
+
+
+class Engine(ABC):  # noqa: B024 (the two kinds below add the abstract methods)
+    """Base class of engines: a ``name`` and a capability check."""
+
+    name: str = "engine"
+    gaussian_only: bool = True
+
+    def check(self, model) -> None:
+        """Raise a one-line ``ValueError`` if this engine cannot run ``model``."""
+        law = model.data
+        if self.gaussian_only and not law.gaussian:
+            raise ValueError(f"data: got {law.name!r}; allowed on engine {self.name!r}: Gaussian data laws")
+
+
+class StochasticEngine(Engine):
+    """An engine that simulates seeds: ``build(model) -> Program``."""
+
+    @abstractmethod
+    def build(self, model) -> Program: ...
+
+
+class DeterministicEngine(Engine):
+    """An engine that integrates the order parameters: ``solve(model, record, progress)``."""
+
+    @abstractmethod
+    def solve(self, model, record, progress=None) -> Trajectory: ...

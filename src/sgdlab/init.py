@@ -1,0 +1,276 @@
+"""Initial states as objects, exact on every engine.
+
+An initial state says how the student starts: the law of its first-layer rows W (p x d)
+and, optionally, of its second layer. Each class gives the same law three ways:
+
+- ``gram(key, model, start)``: a draw of (Q, M) = (W W^T, W U^T) for the chain, exact at
+  finite d (U the data law's frame);
+- ``weights(key, model, start, dtype)``: a draw of W itself for the full engine, with the
+  frame as the first a coordinates;
+- ``order_parameters(model)``: the deterministic start of the ODE.
+
+``start`` is this seed's slice of ``per_seed(model, seeds)`` (``None`` for the random
+starts): the given Gram state, or the final state of an earlier run, seed by seed. Every
+start that is not fully random is completed by a uniformly random part orthogonal to the
+frame, which is exact in law: the SGD process is invariant under rotations that fix the
+frame, so given its Gram matrix the orthogonal part of W is uniform.
+
+``second_layer(model, start)`` gives a (p,) (``None``: the student's ``a0``).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._wishart import psd_cholesky, wishart
+
+__all__ = ["FromResult", "Gram", "Init", "Random", "RandomPositive", "Warm", "as_init", "complete_weights"]
+
+
+def _bad(field_name: str, value: Any, allowed: str) -> ValueError:
+    return ValueError(f"{field_name}: got {value!r}; allowed: {allowed}")
+
+
+def complete_weights(key: jax.Array, Q: jax.Array, M: jax.Array, d: int, dtype) -> jax.Array:
+    """W (p, d) with W W^T = Q and W[:, :a] = M, its part orthogonal to the first a coordinates
+    uniformly random: W[:, a:] = R V, R R^T = Q - M M^T, V (p, d - a) Haar-distributed
+    orthonormal rows ((G G^T)^{-1/2} G for a Gaussian G)."""
+    p, a = M.shape
+    G = jax.random.normal(key, (p, d - a), jnp.float64)
+    ev, vec = jnp.linalg.eigh(G @ G.T)
+    V = (vec / jnp.sqrt(ev)) @ vec.T @ G
+    R, _ = psd_cholesky(0.5 * (Q - M @ M.T + (Q - M @ M.T).T))
+    return jnp.concatenate([M, R @ V], axis=1).astype(dtype)
+
+
+class Init(ABC):
+    """Base class of initial states (see the module docstring)."""
+
+    name: str = "init"
+
+    def check(self, model) -> None:  # noqa: B027 (optional hook: most starts fit every model)
+        """Raise a one-line ``ValueError`` when this start cannot serve ``model``."""
+
+    def per_seed(self, model, seeds: int) -> dict | None:
+        """Per-seed data (arrays with a leading axis of ``seeds``), or ``None``."""
+        return None
+
+    @abstractmethod
+    def gram(self, key, model, start) -> tuple[jax.Array, jax.Array]:
+        """A draw of (Q (p, p), M (p, a))."""
+
+    @abstractmethod
+    def weights(self, key, model, start, dtype) -> jax.Array:
+        """A draw of W (p, d), the frame being the first a coordinates."""
+
+    @abstractmethod
+    def order_parameters(self, model) -> tuple[np.ndarray, np.ndarray]:
+        """The ODE's start (Q, M)."""
+
+    def second_layer(self, model, start) -> jax.Array | None:
+        return None
+
+
+@dataclass(frozen=True)
+class Random(Init):
+    """Rows w_j = g_j / |g_j|, g_j ~ N(0, I_d): uniform on the unit sphere.
+
+    Chain: the frame components of g are N(0, 1), the Gram matrix of the rest is
+    Wishart_p(d - a, I). ODE: Q = I and the typical overlap M = d^{-1/2} (positive) with
+    every frame direction."""
+
+    name = "random"
+
+    def _flip(self, T, perp):
+        return T, perp
+
+    def gram(self, key, model, start):
+        p, a, d = model.p, model.a, model.problem.d
+        kt, kw = jax.random.split(key)
+        perp = wishart(kw, p, d - a)
+        T = jax.random.normal(kt, (p, a))
+        T, perp = self._flip(T, perp)
+        Qg = perp + T @ T.T
+        s = 1.0 / jnp.sqrt(jnp.diag(Qg))
+        return Qg * s[:, None] * s[None, :], T * s[:, None]
+
+    def _flip_rows(self, g):
+        return g
+
+    def weights(self, key, model, start, dtype):
+        g = jax.random.normal(key, (model.p, model.problem.d), dtype)
+        g = self._flip_rows(g)
+        return g / jnp.linalg.norm(g, axis=1, keepdims=True)
+
+    def order_parameters(self, model):
+        return np.eye(model.p), np.full((model.p, model.a), 1.0 / math.sqrt(model.problem.d))
+
+
+@dataclass(frozen=True)
+class RandomPositive(Random):
+    """The uniform start conditioned on M_j0 >= 0 for every row: a row with a negative overlap
+    with teacher direction 0 is replaced by its opposite (the law of |m0|)."""
+
+    name = "random_positive"
+
+    def _flip(self, T, perp):
+        f = jnp.where(T[:, 0] < 0, -1.0, 1.0)
+        return T * f[:, None], perp * f[:, None] * f[None, :]
+
+    def _flip_rows(self, g):
+        return g * jnp.where(g[:, :1] < 0, -1.0, 1.0).astype(g.dtype)
+
+
+@dataclass(frozen=True)
+class Warm(Init):
+    """Every row has overlap ``m0`` with each of the first k frame directions (k =
+    ``directions``, default the model's ``warm_directions``: its teacher directions), zero
+    with the other frame directions, and a uniformly random unit part orthogonal to the
+    frame (norm 1 in all)."""
+
+    m0: float = 0.0
+    directions: int | None = None
+    name = "warm"
+
+    def _k(self, model) -> int:
+        return model.warm_directions if self.directions is None else self.directions
+
+    def check(self, model) -> None:
+        k = self._k(model)
+        if k > model.a:
+            raise _bad("train.init.directions", k, f"at most the {model.a} frame directions")
+        if k * self.m0**2 > 1:
+            raise _bad("train.init", self.m0, f"|m0| <= 1/sqrt(directions) = {1 / math.sqrt(k):.4g}")
+
+    def _M(self, model):
+        k = self._k(model)
+        return jnp.zeros((model.p, model.a)).at[:, :k].set(self.m0)
+
+    def gram(self, key, model, start):
+        p, a, d, k = model.p, model.a, model.problem.d, self._k(model)
+        _, kw = jax.random.split(key)
+        perp = wishart(kw, p, d - a)
+        s = 1.0 / jnp.sqrt(jnp.diag(perp))
+        V = perp * s[:, None] * s[None, :]
+        Q = k * self.m0**2 + (1.0 - k * self.m0**2) * V
+        return Q, self._M(model)
+
+    def weights(self, key, model, start, dtype):
+        p, a, d, k = model.p, model.a, model.problem.d, self._k(model)
+        g = jax.random.normal(key, (p, d), dtype)
+        v = g.at[:, :a].set(0.0)
+        v = v / jnp.linalg.norm(v, axis=1, keepdims=True)
+        return (jnp.sqrt(1.0 - k * self.m0**2) * v).at[:, :k].set(self.m0)
+
+    def order_parameters(self, model):
+        p, k = model.p, self._k(model)
+        Q = np.full((p, p), k * self.m0**2) + (1.0 - k * self.m0**2) * np.eye(p)
+        return Q, np.asarray(self._M(model))
+
+
+def _gram_arrays(Q0, M0, a0, p: int, a: int, what: str):
+    Q = np.asarray(Q0, dtype=np.float64)
+    M = np.asarray(M0, dtype=np.float64)
+    if Q.shape[-2:] != (p, p) or M.shape[-2:] != (p, a):
+        raise _bad(what, f"Q {Q.shape[-2:]}, M {M.shape[-2:]}", f"Q of shape ({p}, {p}) and M of shape ({p}, {a})")
+    if not (np.all(np.isfinite(Q)) and np.all(np.isfinite(M))):
+        raise _bad(what, "non-finite entries", "a finite Gram state")
+    R = Q - M @ np.swapaxes(M, -1, -2)
+    ev = np.linalg.eigvalsh(0.5 * (R + np.swapaxes(R, -1, -2)))
+    if np.any(ev < -1e-9 * max(1.0, float(np.abs(Q).max()))):
+        raise _bad(what, f"Q - M M^T with eigenvalue {float(ev.min()):.3g}",
+                   "a Gram state of real weights (Q - M M^T positive semi-definite)")
+    A = None if a0 is None else np.asarray(a0, dtype=np.float64)
+    if A is not None and A.shape[-1:] != (p,):
+        raise _bad(what, f"a of shape {A.shape}", f"a of shape ({p},)")
+    return Q, M, A
+
+
+class _GramStart(Init):
+    """A start given by (Q, M, a) per seed (``_arrays``), completed uniformly off the frame."""
+
+    def check(self, model) -> None:
+        self._arrays(model)
+
+    def per_seed(self, model, seeds):
+        Q, M, A = self._arrays(model)
+        if Q.ndim == 2:
+            Q, M = Q[None], M[None]
+            A = None if A is None else A[None]
+        S = Q.shape[0]
+        if S != 1 and S < seeds:
+            raise _bad("seeds", seeds, f"at most the {S} seeds of the result to continue")
+        idx = np.zeros(seeds, dtype=np.int64) if S == 1 else np.arange(seeds)
+        out = {"Q": Q[idx], "M": M[idx]}
+        if A is not None:
+            out["a"] = A[idx]
+        return out
+
+    def gram(self, key, model, start):
+        return start["Q"], start["M"]
+
+    def weights(self, key, model, start, dtype):
+        return complete_weights(key, start["Q"], start["M"], model.problem.d, dtype)
+
+    def order_parameters(self, model):
+        Q, M, _ = self._arrays(model)
+        return (Q.mean(axis=0), M.mean(axis=0)) if Q.ndim == 3 else (Q, M)
+
+    def second_layer(self, model, start):
+        return start.get("a") if isinstance(start, dict) else None
+
+
+@dataclass(frozen=True, eq=False)
+class Gram(_GramStart):
+    """A given Gram state: Q0 = W W^T (p, p), M0 = W U^T (p, a) (overlaps with the frame),
+    optionally a0 (p,); completed by a uniformly random part orthogonal to the frame."""
+
+    Q0: Any = None
+    M0: Any = None
+    a0: Any = None
+    name = "gram"
+
+    def _arrays(self, model):
+        return _gram_arrays(self.Q0, self.M0, self.a0, model.p, model.a, "train.init")
+
+
+@dataclass(frozen=True, eq=False)
+class FromResult(_GramStart):
+    """The state of an earlier :class:`~sgdlab.Result` at record ``record`` (default: the
+    last), seed by seed: seed i of the new run continues seed i of the old one (a one-seed
+    result, e.g. an ODE, serves every seed). The new problem must share the frame (same p
+    and a); the second layer is taken over when the old run trained it. The ODE starts from
+    the mean over the old seeds. Continue training on a new target, a new data law, with
+    frozen rows: transfer and weak-to-strong protocols."""
+
+    result: Any = None
+    record: int = -1
+    name = "from_result"
+
+    def _arrays(self, model):
+        res = self.result
+        if res is None or not hasattr(res, "Q"):
+            raise _bad("train.init", type(res).__name__, "FromResult(result) with a sgdlab Result")
+        Q, M = res.Q[:, self.record], res.M[:, self.record]
+        if not (np.all(np.isfinite(Q)) and np.all(np.isfinite(M))):
+            raise _bad("train.init", "a result with diverged seeds at that record", "a finite state for every seed")
+        A = res.a[:, self.record] if res.trained_second_layer else None
+        return _gram_arrays(Q, M, A, model.p, model.a, "train.init")
+
+
+def as_init(value: Any) -> Init:
+    """``"random"``, ``"random_positive"``, a number m0 (warm start) or an :class:`Init`."""
+    if isinstance(value, Init):
+        return value
+    if value == "random":
+        return Random()
+    if value == "random_positive":
+        return RandomPositive()
+    return Warm(float(value))
