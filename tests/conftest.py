@@ -3,3 +3,8 @@
 import jax
 
 jax.config.update("jax_enable_x64", True)
+
+from sgdlab._cache import enable_compilation_cache  # noqa: E402
+
+# compiled programs persist across test modules and runs (SGDLAB_COMPILATION_CACHE=off disables)
+enable_compilation_cache()

@@ -43,7 +43,8 @@ def _one_chain_step(model, Q, M, seeds=SEEDS):
     lr = jnp.asarray(model.training.lr)
 
     def one(key):
-        s = {"G": G, "L": L, "worst": worst, "a": jnp.ones(1), "key": key, "lr": lr, "lr_a": lr}
+        s = {"G": G, "L": L, "worst": worst, "a": jnp.ones(1), "key": key, "lr": lr, "lr_a": lr,
+             "t": jnp.zeros((), jnp.int64)}
         return eng.step(s)["G"] - G
 
     dG = np.asarray(jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(11), seeds)))

@@ -125,8 +125,8 @@ def test_smoothed_sample_loss_polynomial(act):
     model = _model(act, d, lam)
     lm, nu, x2 = float(w @ x), float(x[0]), float(x @ x)  # teacher = e1
     z, a = jnp.array([lm, nu]), jnp.ones(1)
-    loss = float(model.sample_loss(z, a, 0.0, x2))
-    c, _ = model.sample_grads(z, a, 0.0, x2)
+    loss = float(model.sample_loss(z, a, 0.0, x2=x2))
+    c, _ = model.sample_grads(z, a, 0.0, x2=x2)
     # (i) the closed form in the moments of s, value and d/dlambda
     cf = lambda l_: _closed_form(act, lam, l_, nu, x2, d)  # noqa: E731
     assert loss == pytest.approx(float(cf(lm)), rel=1e-10)
@@ -149,10 +149,10 @@ def test_smoothed_sample_loss_non_polynomial():
     fine = _model("tanh", d, lam, smoothing_nodes=80)
     lm, nu, x2 = float(w @ x), float(x[0]), float(x @ x)
     z, a = jnp.array([lm, nu]), jnp.ones(1)
-    loss = float(model.sample_loss(z, a, 0.0, x2))
-    c, _ = model.sample_grads(z, a, 0.0, x2)
-    assert loss == pytest.approx(float(fine.sample_loss(z, a, 0.0, x2)), abs=1e-10)
-    assert float(c[0]) == pytest.approx(float(fine.sample_grads(z, a, 0.0, x2)[0][0]), abs=1e-10)
+    loss = float(model.sample_loss(z, a, 0.0, x2=x2))
+    c, _ = model.sample_grads(z, a, 0.0, x2=x2)
+    assert loss == pytest.approx(float(fine.sample_loss(z, a, 0.0, x2=x2)), abs=1e-10)
+    assert float(c[0]) == pytest.approx(float(fine.sample_grads(z, a, 0.0, x2=x2)[0][0]), abs=1e-10)
     y = float(jnp.tanh(nu))
     vals, g1, g2, xp = _monte_carlo(jnp.tanh, y, w, x, lam, N_MC, seed=1)
     _within(loss, vals)
@@ -172,7 +172,7 @@ def test_needs_norm_api():
         sm.batch_grads(Z, a, jnp.zeros(2))
     # without needs_norm, x2 is ignored: bitwise the base path
     c0, g0 = plain.batch_grads(Z, a, jnp.zeros(2))
-    c1, g1 = plain.batch_grads(Z, a, jnp.zeros(2), jnp.array([3.0, 7.0]))
+    c1, g1 = plain.batch_grads(Z, a, jnp.zeros(2), x2=jnp.array([3.0, 7.0]))
     assert np.array_equal(c0, c1) and np.array_equal(g0, g1)
     # smoothing needs rows on the sphere; lam must be positive
     with pytest.raises(ValueError, match="train.smoothing"):

@@ -44,6 +44,9 @@ class _OneLineErrors(TyperGroup):
     """Report usage errors and :class:`ConfigError` as one ``error:`` line, exit status 2."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # type: ignore[override]
+        from ._cache import enable_compilation_cache
+
+        enable_compilation_cache()
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except _click.exceptions.ClickException as e:

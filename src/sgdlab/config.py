@@ -1,7 +1,8 @@
 """Run configurations: a TOML file, validated, turned into a problem, a student, a training rule and an engine.
 
 A configuration has top-level keys ``d``, ``seeds``, ``seed``, ``engine`` and the tables
-``[target]``, ``[student]``, ``[train]``, ``[ode]`` and ``[full]``::
+``[target]``, ``[student]``, ``[train]``, ``[ode]``, ``[full]`` and optionally ``[data]``
+(the input law, see :class:`DataConfig`) or ``[sequence]``::
 
     d = 500
     seeds = 64
@@ -151,6 +152,53 @@ class SequenceConfig(_Section):
     projection: list[list[Number]] | None = None
 
 
+class DataConfig(_Section):
+    """``[data]``: the input law (``sgdlab.data``). ``kind``:
+
+    - ``"isotropic"``: x ~ N(0, I_d) (the default; no other keys);
+    - ``"spiked"``: x ~ N(0, I_d + strength v v^T), v = overlap * w*_0 + sqrt(1 - overlap^2) u,
+      u a unit vector orthogonal to the teacher span (``strength``, ``overlap``: a number each,
+      or one per spike); the target sees the raw teacher fields w*.x;
+    - ``"mixture"``: clusters c with ``probs`` (default uniform) and ``means`` (K rows of
+      frame coordinates: the first ``target.directions`` along the teacher directions),
+      in-frame spread ``latent_std`` and orthogonal noise ``sigma_perp`` (a number or K);
+      ``labels`` (K numbers) makes the label y = labels[c] + noise instead of the target's
+      link; ``switch_step`` with ``sigma_perp_after`` changes the orthogonal noise at that
+      step (a curriculum).
+    """
+
+    kind: Literal["isotropic", "spiked", "mixture"] = "isotropic"
+    strength: Number | list[Number] | None = None
+    overlap: Number | list[Number] | None = None
+    means: list[list[Number]] | None = None
+    probs: list[Number] | None = None
+    latent_std: Number | list[Number] = 1.0
+    sigma_perp: Number | list[Number] = 1.0
+    labels: list[Number] | None = None
+    switch_step: int | None = None
+    sigma_perp_after: Number | list[Number] | None = None
+
+    @model_validator(mode="after")
+    def _keys_of_kind(self) -> DataConfig:
+        used = {
+            "isotropic": set(),
+            "spiked": {"strength", "overlap"},
+            "mixture": {"means", "probs", "latent_std", "sigma_perp", "labels", "switch_step", "sigma_perp_after"},
+        }[self.kind]
+        for name in type(self).model_fields:
+            if name == "kind" or name in used:
+                continue
+            value, default = getattr(self, name), type(self).model_fields[name].default
+            if value != default:
+                raise ValueError(f"got {name}={value!r} with kind={self.kind!r}; allowed: the keys of that kind "
+                                 f"({', '.join(sorted(used)) or 'none'})")
+        if self.kind == "mixture" and self.means is None:
+            raise ValueError("got kind='mixture' without means; allowed: means = K rows of frame coordinates")
+        if (self.switch_step is None) != (self.sigma_perp_after is None):
+            raise ValueError("got only one of switch_step, sigma_perp_after; allowed: both or neither")
+        return self
+
+
 class Config(_Section):
     """A complete run configuration (all defaults filled in once validated)."""
 
@@ -164,11 +212,14 @@ class Config(_Section):
     ode: ODEConfig = ODEConfig()
     full: FullConfig = FullConfig()
     sequence: SequenceConfig | None = None
+    data: DataConfig | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved configuration as plain JSON/TOML-compatible data (without a
-        ``sequence`` table when there is none, so single-sample configurations keep their keys)."""
-        return self.model_dump(mode="json", exclude={"sequence"} if self.sequence is None else None)
+        ``sequence`` or ``data`` table when there is none, so configurations without them keep
+        their keys and store keys)."""
+        skip = {k for k in ("sequence", "data") if getattr(self, k) is None}
+        return self.model_dump(mode="json", exclude=skip or None)
 
 
 # --------------------------------------------------------------------------------------
@@ -412,14 +463,52 @@ def build(cfg: Config, *, engine: bool = False) -> Built:
     return Built(problem, student, training, eng)
 
 
+def data_law(cfg: Config):
+    """The :mod:`sgdlab.data` law of a ``[data]`` table (``None`` without one)."""
+    from .data import Isotropic, Mixture, Spiked, Switch
+
+    q = cfg.data
+    if q is None or q.kind == "isotropic":
+        return None if q is None else Isotropic()
+    if q.kind == "spiked":
+        return Spiked(strength=1.0 if q.strength is None else q.strength,
+                      overlap=0.0 if q.overlap is None else q.overlap)
+    K = len(q.means)
+    sigma = q.sigma_perp
+    if q.switch_step is not None:
+        def per(v):
+            return tuple(float(x) for x in (v if isinstance(v, list) else [v] * K))
+
+        sigma = Switch(q.switch_step, per(q.sigma_perp), per(q.sigma_perp_after))
+        if len(sigma.before) != K or len(sigma.after) != K:
+            raise ConfigError(f"data.sigma_perp_after: got {q.sigma_perp_after!r}; allowed: a number or {K} numbers")
+    return Mixture(means=q.means, probs=q.probs, latent_std=q.latent_std, sigma_perp=sigma)
+
+
+def _cluster_labels(labels: list[float]):
+    import jax.numpy as jnp
+
+    values = tuple(float(v) for v in labels)
+
+    def label(s, c):
+        return jnp.asarray(values)[c]
+
+    return label
+
+
 def _parts(cfg: Config) -> tuple[Problem, Student]:
     t, s = cfg.target, cfg.student
+    labels = cfg.data.labels if cfg.data is not None else None
+    if labels is not None and len(labels) != len(cfg.data.means):
+        raise ConfigError(f"data.labels: got {labels!r}; allowed: one number per cluster ({len(cfg.data.means)})")
     problem = Problem(
         d=cfg.d,
         link=t.link_spec,
         directions=t.directions,
         weights=None if t.weights is None else tuple(t.weights),
         noise=t.noise,
+        function=None if labels is None else _cluster_labels(labels),
+        data=data_law(cfg),
     )
     student = Student(
         width=s.width,
@@ -435,6 +524,8 @@ def _sequence_parts(cfg: Config):
     from .sequence import SequenceProblem, SequenceStudent
 
     t, s, q = cfg.target, cfg.student, cfg.sequence
+    if cfg.data is not None and cfg.data.kind != "isotropic":
+        raise ConfigError(f"data.kind: got {cfg.data.kind!r}; allowed: 'isotropic' with a [sequence] table")
     if t.directions != 1:
         raise ConfigError(f"target.directions: got {t.directions}; allowed: 1 with a [sequence] table")
     if s.width != 1:

@@ -175,6 +175,19 @@ def _risk_fn(model: Model):
 
 
 
+@functools.lru_cache(maxsize=64)
+def _risk_map(model: Model):
+    """Sequential over (seed, record) in blocks: the general rule holds ~1e5 points per state."""
+    one = lambda x: population_risk(model, *x)  # noqa: E731
+    return jax.jit(lambda M, Q, a: jax.lax.map(one, (M, Q, a), batch_size=8))
+
+
 def risk_table(model: Model, M, Q, a) -> jax.Array:
     """population_risk over leading (seed, record) axes (compiled once per model)."""
-    return _risk_fn(model)(jnp.asarray(M), jnp.asarray(Q), jnp.asarray(a))
+    M, Q, a = jnp.asarray(M), jnp.asarray(Q), jnp.asarray(a)
+    if not isinstance(model, Model) or _standard(model):
+        return _risk_fn(model)(M, Q, a)
+    S, R = M.shape[:2]
+    flat = _risk_map(model)(M.reshape(S * R, *M.shape[2:]), Q.reshape(S * R, *Q.shape[2:]),
+                            a.reshape(S * R, *a.shape[2:]))
+    return flat.reshape(S, R)

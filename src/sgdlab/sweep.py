@@ -165,6 +165,9 @@ def compute(config: Mapping[str, Any]) -> dict[str, Any]:
 def _worker_init() -> None:
     # Several worker processes may share one accelerator: allocate on demand.
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    from ._cache import enable_compilation_cache
+
+    enable_compilation_cache()
 
 
 # --------------------------------------------------------------------------------------
