@@ -10,9 +10,7 @@ and asserts that the same check rejects it.
 
 from __future__ import annotations
 
-import inspect
 import math
-import sys
 import types
 
 import jax
@@ -21,12 +19,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
-import sgdlab.engines.chain as chain_module
 from sgdlab import ODE, Chain, Full, Problem, Student, Training, run
 from sgdlab.data import Components, GaussianLaw, Isotropic, Mixture, Sampler, Spiked, Switch
 from sgdlab.init import FromResult, Gram, complete_weights
 from sgdlab.model import Model, Record
-from test_engines_law import ALPHA, final_entries
+from test_engines_law import ALPHA, chain_with_line_replaced, final_entries
 
 SEED_FULL, SEED_CHAIN = 11, 12
 
@@ -83,15 +80,7 @@ PLANTED = {
 
 
 def planted_chain(bug: str) -> Chain:
-    old, new = PLANTED[bug]
-    src = inspect.getsource(chain_module)
-    assert src.count(old) == 1, f"planted bug {bug!r}: line {old!r} not found once in chain.py"
-    name = f"{chain_module.__name__}_datalaw_{bug}"
-    mod = types.ModuleType(name)
-    mod.__package__ = chain_module.__package__
-    sys.modules[name] = mod
-    exec(compile(src.replace(old, new), f"<planted {bug}>", "exec"), mod.__dict__)
-    return mod.Chain()
+    return chain_with_line_replaced(*PLANTED[bug], f"datalaw_{bug}")
 
 
 _cache: dict = {}

@@ -112,17 +112,22 @@ PLANTED = {
 }
 
 
-def planted_chain(bug: str) -> Chain:
-    """``Chain()`` from a copy of sgdlab.engines.chain with the planted bug ``bug``."""
-    old, new = PLANTED[bug]
+def chain_with_line_replaced(old: str, new: str, tag: str) -> Chain:
+    """``Chain()`` from a copy of sgdlab.engines.chain with the source line ``old`` (which must
+    occur once) replaced by ``new``, compiled into a fresh module ``..._planted_{tag}``."""
     src = inspect.getsource(chain_module)
-    assert src.count(old) == 1, f"planted bug {bug!r}: line {old!r} not found once in chain.py; update PLANTED"
-    name = f"{chain_module.__name__}_planted_{bug}"
+    assert src.count(old) == 1, f"planted bug {tag!r}: line {old!r} not found once in chain.py; update PLANTED"
+    name = f"{chain_module.__name__}_planted_{tag}"
     mod = types.ModuleType(name)
     mod.__package__ = chain_module.__package__
     sys.modules[name] = mod  # dataclasses look their module up
-    exec(compile(src.replace(old, new), f"<planted {bug}>", "exec"), mod.__dict__)
+    exec(compile(src.replace(old, new), f"<planted {tag}>", "exec"), mod.__dict__)
     return mod.Chain()
+
+
+def planted_chain(bug: str) -> Chain:
+    """``Chain()`` from a copy of sgdlab.engines.chain with the planted bug ``bug``."""
+    return chain_with_line_replaced(*PLANTED[bug], bug)
 
 
 def _run(config: str, engine, seed: int):
