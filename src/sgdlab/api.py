@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import time
 from collections.abc import Callable
@@ -26,12 +25,10 @@ def _built_cached(engine: Any, model: Model):
 
 
 def _built(engine: Any, model: Model):
-    """One built engine per (engine, model structure): the step sizes are traced inputs of
-    the compiled program (passed to ``drive``), so runs differing only in ``lr`` or
-    ``lr_second`` reuse one compilation."""
-    tr = model.training
-    canonical = dataclasses.replace(tr, lr=1.0, lr_second=None)
-    return _built_cached(engine, dataclasses.replace(model, training=canonical))
+    """One built engine per (engine, model structure): step sizes, label noise, warm-start m0,
+    horizon, recording and (chain) d are traced inputs of the compiled program (passed to
+    ``drive``), so runs differing only in them reuse one compilation."""
+    return _built_cached(engine, engine.structure(model))
 
 
 def _model(problem: Any, student: Any, training: Training):
@@ -88,8 +85,7 @@ def run(
             every=record.every,
             threshold=record.escape_threshold,
             progress=progress,
-            lr=training.lr,
-            lr_a=training.eta_a,
+            hyper=engine.hyper(model),
             stop_fraction=record.stop_fraction,
             start=model.init.per_seed(model, seeds),
         )

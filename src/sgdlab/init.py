@@ -63,8 +63,8 @@ class Init(ABC):
         return None
 
     @abstractmethod
-    def gram(self, key, model, start) -> tuple[jax.Array, jax.Array]:
-        """A draw of (Q (p, p), M (p, a))."""
+    def gram(self, key, model, start, d=None) -> tuple[jax.Array, jax.Array]:
+        """A draw of (Q (p, p), M (p, a)); ``d`` (possibly traced) overrides ``model.problem.d``."""
 
     @abstractmethod
     def weights(self, key, model, start, dtype) -> jax.Array:
@@ -76,6 +76,10 @@ class Init(ABC):
 
     def second_layer(self, model, start) -> jax.Array | None:
         return None
+
+    def structure(self) -> Init:
+        """This start with the numbers it takes from ``per_seed`` set to canonical values."""
+        return self
 
 
 @dataclass(frozen=True)
@@ -91,8 +95,9 @@ class Random(Init):
     def _flip(self, T, perp):
         return T, perp
 
-    def gram(self, key, model, start):
-        p, a, d = model.p, model.a, model.problem.d
+    def gram(self, key, model, start, d=None):
+        p, a = model.p, model.a
+        d = model.problem.d if d is None else d
         kt, kw = jax.random.split(key)
         perp = wishart(kw, p, d - a)
         T = jax.random.normal(kt, (p, a))
@@ -149,25 +154,38 @@ class Warm(Init):
         if k * self.m0**2 > 1:
             raise _bad("train.init", self.m0, f"|m0| <= 1/sqrt(directions) = {1 / math.sqrt(k):.4g}")
 
-    def _M(self, model):
+    def _M(self, model, m0=None):
         k = self._k(model)
-        return jnp.zeros((model.p, model.a)).at[:, :k].set(self.m0)
+        return jnp.zeros((model.p, model.a)).at[:, :k].set(self.m0 if m0 is None else m0)
 
-    def gram(self, key, model, start):
-        p, a, d, k = model.p, model.a, model.problem.d, self._k(model)
+    def per_seed(self, model, seeds):
+        return {"m0": np.full(seeds, self.m0)}  # traced: runs differing in m0 share one program
+
+    def structure(self) -> Init:
+        return Warm(0.0, self.directions)
+
+    def _m0(self, start):
+        return start["m0"] if isinstance(start, dict) and "m0" in start else self.m0
+
+    def gram(self, key, model, start, d=None):
+        p, a, k = model.p, model.a, self._k(model)
+        d = model.problem.d if d is None else d
+        m0 = self._m0(start)
         _, kw = jax.random.split(key)
         perp = wishart(kw, p, d - a)
         s = 1.0 / jnp.sqrt(jnp.diag(perp))
         V = perp * s[:, None] * s[None, :]
-        Q = k * self.m0**2 + (1.0 - k * self.m0**2) * V
-        return Q, self._M(model)
+        Q = k * m0**2 + (1.0 - k * m0**2) * V
+        return Q, self._M(model, m0)
 
     def weights(self, key, model, start, dtype):
         p, a, d, k = model.p, model.a, model.problem.d, self._k(model)
+        m0 = self._m0(start)
         g = jax.random.normal(key, (p, d), dtype)
         v = g.at[:, :a].set(0.0)
         v = v / jnp.linalg.norm(v, axis=1, keepdims=True)
-        return (jnp.sqrt(1.0 - k * self.m0**2) * v).at[:, :k].set(self.m0)
+        coef = jnp.sqrt(1.0 - k * jnp.asarray(m0, jnp.float64) ** 2).astype(dtype)  # in float64, as m0 is given
+        return (coef * v).at[:, :k].set(jnp.asarray(m0, dtype))
 
     def order_parameters(self, model):
         p, k = model.p, self._k(model)
@@ -213,7 +231,7 @@ class _GramStart(Init):
             out["a"] = A[idx]
         return out
 
-    def gram(self, key, model, start):
+    def gram(self, key, model, start, d=None):
         return start["Q"], start["M"]
 
     def weights(self, key, model, start, dtype):

@@ -333,6 +333,9 @@ class Training:
         return self.lr if self.lr_second is None else self.lr_second
 
 
+D_CANONICAL = 1 << 40  # d of a canonical structure (the chain takes the real d traced)
+
+
 @dataclass(frozen=True)
 class Record:
     """What is recorded, apart from how it is trained (as diffrax keeps ``SaveAt`` apart
@@ -440,6 +443,30 @@ class BaseModel:
         """Cross-field checks that no single section can make."""
         self.update_masks()
         self.init.check(self)
+
+    def structure(self, d: bool = False) -> BaseModel:
+        """This model with the numbers that compiled programs take traced set to canonical
+        values (step sizes, horizon, recording, warm-start m0, label noise, and d when ``d``):
+        runs that differ only in them share one build and one compilation."""
+        import dataclasses
+
+        tr = dataclasses.replace(self.training, lr=1.0, lr_second=None, steps=1, record_every=1,
+                                 escape_threshold=0.5, stop_fraction=None, init=self.init.structure())
+        changes: dict[str, Any] = {}
+        if self.problem.noise > 0:
+            changes["noise"] = 1.0  # the programs scale the noise draws by the traced ``noise``
+        if d and not self.needs_norm:  # the smoothed loss's quadrature rule depends on d
+            changes["d"] = D_CANONICAL
+        prob = dataclasses.replace(self.problem, **changes) if changes else self.problem
+        return dataclasses.replace(self, problem=prob, training=tr)
+
+    def traced_numbers(self, noise: float | None = None) -> dict[str, float]:
+        """The traced numbers for a program built from :meth:`structure` (``noise``: the factor
+        on the noise draws; 1.0 for a program built from this model itself)."""
+        tr, prob = self.training, self.problem
+        if noise is None:
+            noise = prob.noise if prob.noise > 0 else 1.0
+        return {"lr": tr.lr, "lr_a": tr.eta_a, "noise": noise, "d": float(prob.d)}
 
     def population_risk(self, M, Q, a):  # pragma: no cover - abstract
         raise NotImplementedError

@@ -31,9 +31,10 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._kernels import gaussian_expectation, pair_expectation
-from .model import Model
+from .model import Model, Training
 
 __all__ = ["population_risk", "quadrature_nodes"]
 
@@ -182,12 +183,43 @@ def _risk_map(model: Model):
     return jax.jit(lambda M, Q, a: jax.lax.map(one, (M, Q, a), batch_size=8))
 
 
+def _risk_structure(model):
+    """The model as far as the risk sees it: the problem (d aside), the student and the loss."""
+    import dataclasses
+
+    from .model import D_CANONICAL
+
+    smooth = model.training.smoothed  # the risk is the base loss's; d enters only the smoothing rule
+    tr = Training(loss=model.training.loss)
+    changes = {} if smooth else {"d": D_CANONICAL}
+    if _noise_apart(model):
+        changes["noise"] = 0.0
+    prob = dataclasses.replace(model.problem, **changes) if changes else model.problem
+    return dataclasses.replace(model, problem=prob, training=tr)
+
+
+def _noise_apart(model) -> bool:
+    """Square and correlation losses of a single-sample model: the label noise adds
+    noise^2 / 2 (square) or nothing (correlation) to the risk, so it stays out of the
+    compiled risk and a sweep over the noise compiles it once."""
+    return isinstance(model, Model) and model.training.loss in ("square", "correlation") and model.problem.noise > 0
+
+
 def risk_table(model: Model, M, Q, a) -> jax.Array:
-    """population_risk over leading (seed, record) axes (compiled once per model)."""
-    M, Q, a = jnp.asarray(M), jnp.asarray(Q), jnp.asarray(a)
-    if not isinstance(model, Model) or _standard(model):
-        return _risk_fn(model)(M, Q, a)
+    """population_risk over leading (seed, record) axes, compiled once per structure (the
+    seed and record axes are padded to bucketed sizes, ``_driver.bucket``)."""
+    from .engines._driver import bucket
+
+    M, Q, a = np.asarray(M), np.asarray(Q), np.asarray(a)
     S, R = M.shape[:2]
-    flat = _risk_map(model)(M.reshape(S * R, *M.shape[2:]), Q.reshape(S * R, *Q.shape[2:]),
-                            a.reshape(S * R, *a.shape[2:]))
-    return flat.reshape(S, R)
+    idx_s = np.concatenate([np.arange(S), np.zeros(bucket(S) - S, np.int64)])
+    idx_r = np.concatenate([np.arange(R), np.zeros(bucket(R) - R, np.int64)])
+    M, Q, a = (jnp.asarray(x[idx_s][:, idx_r]) for x in (M, Q, a))
+    extra = 0.5 * model.problem.noise**2 if _noise_apart(model) and model.training.loss == "square" else 0.0
+    model = _risk_structure(model)
+    if not isinstance(model, Model) or _standard(model):
+        return _risk_fn(model)(M, Q, a)[:S, :R] + extra
+    Sp, Rp = M.shape[:2]
+    flat = _risk_map(model)(M.reshape(Sp * Rp, *M.shape[2:]), Q.reshape(Sp * Rp, *Q.shape[2:]),
+                            a.reshape(Sp * Rp, *a.shape[2:]))
+    return flat.reshape(Sp, Rp)[:S, :R] + extra

@@ -46,8 +46,18 @@ def _one_step(engine: Program, threshold: float, carry):
     return state, k, esc, div
 
 
-@partial(jax.jit, static_argnums=(0, 1))
-def _advance(engine: Program, threshold: float, carry, buffers, start, stop, every):
+def bucket(n: int) -> int:
+    """The padded size of ``n`` (seeds, records): the next power of two up to 8, then the next
+    multiple of 2^(floor(log2 n) - 2) (4 sizes per octave, padding below 25%), so nearby
+    counts share one compiled program."""
+    if n <= 8:
+        return 1 << max(0, (n - 1).bit_length())
+    step = 1 << (n.bit_length() - 3)
+    return -(-n // step) * step
+
+
+@partial(jax.jit, static_argnums=(0,))
+def _advance(engine: Program, carry, buffers, start, stop, every, threshold):
     """Records ``start`` to ``stop`` (traced): ``every`` steps for every seed, then observe.
 
     Observations go into preallocated ``buffers`` (record, seed, ...), so one compiled
@@ -65,8 +75,8 @@ def _advance(engine: Program, threshold: float, carry, buffers, start, stop, eve
     return lax.fori_loop(start, stop, block, (carry, buffers))
 
 
-@partial(jax.jit, static_argnums=(0, 1))
-def _start(engine: Program, threshold: float, keys, hyper, start):
+@partial(jax.jit, static_argnums=(0,))
+def _start(engine: Program, keys, hyper, start, threshold):
     state = jax.vmap(engine.init, in_axes=(0, None, 0))(keys, hyper, start)
     n = keys.shape[0]
     k = jnp.zeros(n, dtype=jnp.int64)
@@ -89,6 +99,7 @@ def drive(
     lr_a: float | None = None,
     stop_fraction: float | None = None,
     start: dict | None = None,
+    hyper: dict | None = None,
 ) -> Trajectory:
     """Run all seeds; return recorded steps, (M, Q, a) per record, escape and divergence steps.
 
@@ -99,22 +110,38 @@ def drive(
     chunks (fixed by ``steps`` and ``every`` alone, so the result does not depend on timing),
     and the run ends after the first chunk whose last record finds at least that fraction
     of the seeds escaped or diverged (the recorded steps end there). ``start``: per-seed
-    data of the initial state (arrays with a leading seed axis), or ``None``.
+    data of the initial state (arrays with a leading seed axis), or ``None``. ``hyper``:
+    traced numbers of the program (``lr``, ``lr_a``, ``noise``, ``d``) that override the
+    built engine's own (``engine.hyper``).
     """
-    lr = engine.hyper[0] if lr is None else lr
-    lr_a = engine.hyper[1] if lr_a is None else lr_a
-    hyper = {"lr": jnp.asarray(lr, jnp.float64), "lr_a": jnp.asarray(lr_a, jnp.float64)}
+    values = {**dict(engine.hyper), **(hyper or {})}
+    if lr is not None:
+        values["lr"] = lr
+    if lr_a is not None:
+        values["lr_a"] = lr_a
+    hyper = {k: jnp.asarray(v, jnp.float64) for k, v in values.items()}
+    # seeds and records are padded to bucketed sizes (seed i's stream depends on its key
+    # only), so nearby seed counts and horizons reuse one compiled program
+    n_seeds = keys.shape[0]
+    pad = jnp.concatenate([jnp.arange(n_seeds), jnp.zeros(bucket(n_seeds) - n_seeds, jnp.int32)])
+    keys = keys[pad]
     if start is not None:
-        start = jax.tree.map(jnp.asarray, start)
-    carry, obs0 = _start(engine, threshold, keys, hyper, start)
+        start = jax.tree.map(lambda v: jnp.asarray(v)[pad], start)
+    thr = jnp.asarray(threshold, jnp.float64)
+    carry, obs0 = _start(engine, keys, hyper, start, thr)
     n_full, rem = divmod(steps, every)
     n_rec = n_full + 1 + (1 if rem else 0)
-    buffers = jax.tree.map(lambda o: jnp.zeros((n_rec, *o.shape), jnp.float64).at[0].set(o), obs0)
-    advance = partial(_advance, engine, threshold)
+    buffers = jax.tree.map(lambda o: jnp.zeros((bucket(n_rec), *o.shape), jnp.float64).at[0].set(o), obs0)
+    every_ = jnp.asarray(every, jnp.int64)
+
+    def advance(c, b, lo, hi, ev):
+        return _advance(engine, c, b, jnp.asarray(lo, jnp.int64), jnp.asarray(hi, jnp.int64),
+                        every_ if ev == every else jnp.asarray(ev, jnp.int64), thr)
+
     def finished(c) -> bool:
         if stop_fraction is None:
             return False
-        ended = (np.asarray(c[2]) >= 0) | (np.asarray(c[3]) >= 0)
+        ended = (np.asarray(c[2])[:n_seeds] >= 0) | (np.asarray(c[3])[:n_seeds] >= 0)
         return bool(ended.mean() >= stop_fraction)
 
     stopped = False
@@ -140,16 +167,16 @@ def drive(
             stopped = finished(carry)
         if stopped:
             n_full, rem = done, 0
-            buffers = jax.tree.map(lambda b: b[: n_full + 1], buffers)
     if rem:
         carry, buffers = advance(carry, buffers, n_full + 1, n_full + 2, rem)
         if progress is not None:
             progress(steps)
-    M, Q, a = (np.asarray(b) for b in buffers)
     recorded = np.arange(n_full + 1, dtype=np.int64) * every
     if rem:
         recorded = np.append(recorded, steps)
+    M, Q, a = (np.asarray(b)[: len(recorded), :n_seeds] for b in buffers)
     _, _, esc, div = carry
+    esc, div = np.asarray(esc)[:n_seeds], np.asarray(div)[:n_seeds]
     # observations are (record, seed, ...): put seeds first
     return Trajectory(
         steps=recorded,

@@ -46,14 +46,15 @@ class Program:
     the step sizes ``hyper = {"lr": ..., "lr_a": ...}`` as traced numbers (kept in the state,
     so runs that differ only in step size share one compiled program) and this seed's
     ``start`` data of the initial state (or ``None``). ``hyper`` holds the built model's own
-    step sizes (used when ``drive`` is given none); it takes no part in equality."""
+    traced numbers (step sizes ``lr``, ``lr_a``; ``noise``, a factor on the label-noise draws;
+    ``d``), used when ``drive`` is given none; it takes no part in equality."""
 
     init: Callable[[Any, dict, Any], Any]
     step: Callable[[Any], Any]
     escape_stat: Callable[[Any], Any]
     healthy: Callable[[Any], Any]
     observe: Callable[[Any], tuple[Any, Any, Any]]
-    hyper: tuple[float, float] = field(default=(0.0, 0.0), compare=False)
+    hyper: tuple = field(default=(), compare=False)  # (name, value) pairs
 
 
 class Engine(ABC):  # noqa: B024 (the two kinds below add the abstract methods)
@@ -70,7 +71,21 @@ class Engine(ABC):  # noqa: B024 (the two kinds below add the abstract methods)
 
 
 class StochasticEngine(Engine):
-    """An engine that simulates seeds: ``build(model) -> Program``."""
+    """An engine that simulates seeds: ``build(model) -> Program``.
+
+    ``traced_d``: the program takes d as a traced number (the chain), so ``structure``
+    drops it from the compile key."""
+
+    traced_d: bool = False
+
+    def structure(self, model):
+        """The model with every number that the program takes traced set to a canonical
+        value: runs that differ only in them share one build and one compilation."""
+        return model.structure(d=self.traced_d)
+
+    def hyper(self, model) -> dict:
+        """The traced numbers of ``model`` for a program built from ``structure(model)``."""
+        return model.traced_numbers()
 
     @abstractmethod
     def build(self, model) -> Program: ...

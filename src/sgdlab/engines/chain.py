@@ -61,10 +61,11 @@ class Chain(StochasticEngine):
     """The exact low-dimensional chain (float64); cost per step independent of d."""
 
     name: str = "chain"
+    traced_d = True
 
     def build(self, model: BaseModel) -> Program:
         stu, tr = model.student, model.training
-        d, p, na, R = model.problem.d, model.p, model.a, model.rows
+        p, na, R = model.p, model.a, model.rows
         P = p + na
         n = tr.batch * R  # rows of a batch: the R rows of each of its samples
         law, start_law, r = model.data, model.init, model.r
@@ -78,15 +79,16 @@ class Chain(StochasticEngine):
 
         def init(key, hyper, start):
             ki, kn = jax.random.split(key)
-            Q, M = start_law.gram(ki, model, start)
+            Q, M = start_law.gram(ki, model, start, d=hyper["d"])
             a_ = start_law.second_layer(model, start)
             G = assemble(Q, M)
             L, worst = psd_cholesky(G)
             return {"G": G, "L": L, "worst": worst, "a": a0 if a_ is None else a_, "key": kn,
-                    "lr": hyper["lr"], "lr_a": hyper["lr_a"], "t": jnp.zeros((), jnp.int64)}
+                    "lr": hyper["lr"], "lr_a": hyper["lr_a"], "noise": hyper["noise"], "d": hyper["d"],
+                    "t": jnp.zeros((), jnp.int64)}
 
         def step(s):
-            G, L, a, lr, lr_a, t = s["G"], s["L"], s["a"], s["lr"], s["lr_a"], s["t"]
+            G, L, a, lr, lr_a, t, d = s["G"], s["L"], s["a"], s["lr"], s["lr_a"], s["t"], s["d"]
             if schedule is not None:
                 f = schedule(t)
                 lr, lr_a = lr * f, lr_a * f
@@ -104,7 +106,7 @@ class Chain(StochasticEngine):
                 delta = S - (N0 if sig is None else sig[:, None] * N0)
                 Lam = Lam + delta @ M.T
             Z = jnp.concatenate([Lam, S], axis=1)
-            xi = jax.random.normal(kxi, (n,))
+            xi = s["noise"] * jax.random.normal(kxi, (n,))
             if norm:
                 # the smoothed loss needs |x_b|^2: draw K_perp itself (n x n) and use the SAME
                 # draw in the lr^2 term below
@@ -142,7 +144,7 @@ class Chain(StochasticEngine):
                 a = a - lr_a * ga
             G = assemble(Qn, Mn)
             L, worst = psd_cholesky(G)  # the factor of the new Gram matrix: used by the next step
-            return {"G": G, "L": L, "worst": worst, "a": a, "key": key, "lr": s["lr"], "lr_a": s["lr_a"], "t": t + 1}
+            return {**s, "G": G, "L": L, "worst": worst, "a": a, "key": key, "t": t + 1}
 
         def escape_stat(s):
             G = s["G"]
@@ -162,4 +164,4 @@ class Chain(StochasticEngine):
             G = s["G"]
             return G[:p, p:], G[:p, :p], s["a"]
 
-        return Program(init, step, escape_stat, healthy, observe, hyper=(tr.lr, tr.eta_a))
+        return Program(init, step, escape_stat, healthy, observe, hyper=tuple(model.traced_numbers(1.0).items()))

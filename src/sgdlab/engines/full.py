@@ -55,7 +55,8 @@ class Full(StochasticEngine):
             W = start_law.weights(kw, model, start, dt)
             a_ = start_law.second_layer(model, start)
             return {"W": W, "a": a0 if a_ is None else a_.astype(dt), "key": kn, "lr": hyper["lr"].astype(dt),
-                    "lr_a": hyper["lr_a"].astype(dt), "t": jnp.zeros((), jnp.int64)}
+                    "lr_a": hyper["lr_a"].astype(dt), "noise": hyper["noise"].astype(dt),
+                    "t": jnp.zeros((), jnp.int64)}
 
         def step(s):
             W, a, lr, lr_a, t = s["W"], s["a"], s["lr"], s["lr_a"], s["t"]
@@ -64,7 +65,7 @@ class Full(StochasticEngine):
                 lr, lr_a = lr * f, lr_a * f
             key, kx, kxi = jax.random.split(s["key"], 3)
             X, c = law.sample(kx, tr.batch, d, r, t, dt)
-            xi = jax.random.normal(kxi, (X.shape[0],), dt)
+            xi = s["noise"] * jax.random.normal(kxi, (X.shape[0],), dt)
             lam = X @ W.T
             Z = jnp.concatenate([lam, X[:, :na]], axis=1)
             if norm:  # a loss that needs each sample's |x|^2 (smoothed): the exact one
@@ -81,7 +82,7 @@ class Full(StochasticEngine):
                 W = W / jnp.linalg.norm(W, axis=1, keepdims=True)
             if stu.trained:
                 a = a - lr_a * ga
-            return {"W": W, "a": a, "key": key, "lr": s["lr"], "lr_a": s["lr_a"], "t": t + 1}
+            return {**s, "W": W, "a": a, "key": key, "t": t + 1}
 
         def escape_stat(s):
             W = s["W"]
@@ -96,4 +97,4 @@ class Full(StochasticEngine):
             W = s["W"]
             return W[:, :na], W @ W.T, s["a"]
 
-        return Program(init, step, escape_stat, healthy, observe, hyper=(tr.lr, tr.eta_a))
+        return Program(init, step, escape_stat, healthy, observe, hyper=tuple(model.traced_numbers(1.0).items()))

@@ -1,0 +1,81 @@
+"""Only true structure compiles: a sweep over d (chain), label noise, warm start m0, escape
+threshold, stop fraction, horizon, recording or seed count reuses the compiled programs.
+
+Counted: the jit cache entries of the driver's two programs (``_start``, ``_advance``) and of
+the risk table. Each test runs a first configuration, then a set of runs that differ from
+it in one traced parameter each, and asserts that no cache gained an entry. Catches a
+parameter that slipped back into the compile key (e.g. d as a Python number in the chain's
+Wishart draw, or the threshold as a static argument): its run would add an entry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from sgdlab import Chain, Full, Problem, Student, Training, run
+from sgdlab.engines._driver import _advance, _start, bucket
+from sgdlab.risk import _risk_fn
+
+
+def counts() -> tuple[int, int, int]:
+    return _start._cache_size(), _advance._cache_size(), _risk_fn.cache_info().currsize
+
+
+BASE_PB = Problem(d=200, link="h3", noise=0.1)
+BASE_ST = Student(activation="h3")
+BASE_TR = Training(lr=0.01, steps=100, record_every=10, spherical=True, init=0.3, escape_threshold=0.5)
+SEEDS = 17  # bucket 20: 17..20 seeds share a program
+
+
+def _variants(engine):
+    tr = BASE_TR
+    out = [
+        ("noise", BASE_PB.__class__(d=200, link="h3", noise=0.4), tr, SEEDS),
+        ("m0", BASE_PB, dataclasses.replace(tr, init=0.1), SEEDS),
+        ("escape_threshold", BASE_PB, dataclasses.replace(tr, escape_threshold=0.2), SEEDS),
+        ("stop_fraction", BASE_PB, dataclasses.replace(tr, stop_fraction=0.5), SEEDS),
+        ("steps (same record bucket)", BASE_PB, dataclasses.replace(tr, steps=110), SEEDS),
+        ("record_every (same record bucket)", BASE_PB, dataclasses.replace(tr, record_every=11), SEEDS),
+        ("seeds (same bucket)", BASE_PB, tr, 19),
+        ("lr", BASE_PB, dataclasses.replace(tr, lr=0.02), SEEDS),
+    ]
+    if isinstance(engine, Chain):
+        out += [(f"d={d}", Problem(d=d, link="h3", noise=0.1), tr, SEEDS) for d in (1000, 10_000, 100_000)]
+    return out
+
+
+@pytest.mark.parametrize("engine", [Chain(), Full()], ids=["chain", "full"])
+def test_traced_parameters_do_not_compile(engine):
+    run(BASE_PB, BASE_ST, BASE_TR, engine=engine, seeds=SEEDS, seed=1)
+    before = counts()
+    for name, pb, tr, seeds in _variants(engine):
+        res = run(pb, BASE_ST, tr, engine=engine, seeds=seeds, seed=2)
+        assert res.M.shape[0] == seeds
+        assert counts() == before, f"{name} compiled a new program: {before} -> {counts()}"
+
+
+def test_the_traced_values_are_used():
+    """The traced numbers reach the program: a different d, noise or m0 gives a different
+    trajectory from the same keys (and the same d gives the same one)."""
+    ref = run(BASE_PB, BASE_ST, BASE_TR, seeds=4, seed=3)
+    same = run(BASE_PB, BASE_ST, BASE_TR, seeds=4, seed=3)
+    assert (ref.Q == same.Q).all()
+    for pb, tr in ((Problem(d=400, link="h3", noise=0.1), BASE_TR), (Problem(d=200, link="h3", noise=0.5), BASE_TR),
+                   (BASE_PB, dataclasses.replace(BASE_TR, init=0.35))):
+        other = run(pb, BASE_ST, tr, seeds=4, seed=3)
+        assert (other.M[:, -1] != ref.M[:, -1]).all()
+
+
+def test_structure_still_compiles():
+    """A new batch size is structure: it must compile (the counter works)."""
+    run(BASE_PB, BASE_ST, BASE_TR, seeds=SEEDS)
+    before = counts()
+    run(BASE_PB, BASE_ST, dataclasses.replace(BASE_TR, batch=3), seeds=SEEDS)
+    assert counts()[1] > before[1]
+
+
+@pytest.mark.parametrize("n, b", [(1, 1), (3, 4), (5, 8), (8, 8), (9, 10), (17, 20), (400, 448), (1500, 1536)])
+def test_buckets(n, b):
+    assert bucket(n) == b and bucket(b) == b
