@@ -44,7 +44,7 @@ def _one_chain_step(model, Q, M, seeds=SEEDS):
 
     def one(key):
         s = {"G": G, "L": L, "worst": worst, "a": jnp.ones(1), "key": key, "lr": lr, "lr_a": lr,
-             "t": jnp.zeros((), jnp.int64)}
+             "t": jnp.zeros((), jnp.int64), "noise": jnp.asarray(1.0), "d": jnp.asarray(float(model.problem.d))}
         return eng.step(s)["G"] - G
 
     dG = np.asarray(jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(11), seeds)))
