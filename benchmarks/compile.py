@@ -35,6 +35,11 @@ CHILD = r"""
 import sys, time
 t0 = time.perf_counter()
 from sgdlab import Chain, Problem, Student, Training, run
+try:  # the persistent compilation cache, as the CLI, the sweep workers and the tests use it
+    from sgdlab._cache import enable_compilation_cache
+    enable_compilation_cache()
+except ImportError:  # an older source tree without it
+    pass
 kind = sys.argv[1]
 st = Student(activation="h3")
 base = dict(steps=2000, record_every=200, spherical=True, init=0.3)

@@ -110,9 +110,10 @@ def _engine_only(engine, problem, student, training, seeds: int, repeat: int) ->
         from sgdlab.model import Model
     except ImportError:
         return None
-    built = _built(engine, Model(problem, student, training))
+    model = Model(problem, student, training)
+    built = _built(engine, model)
     kw = {"steps": training.steps, "every": training.record_every, "threshold": training.escape_threshold,
-          "lr": training.lr, "lr_a": training.eta_a}
+          "hyper": engine.hyper(model)}
     _, best, _ = _timed(lambda: drive(built, seed_keys(0, seeds), **kw), repeat)
     return best
 
