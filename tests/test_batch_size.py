@@ -1,4 +1,4 @@
-"""`sgdlab reproduce batch-size` (Arnaboldi et al. 2024, SYSTEMS.md section 3): the quick
+"""`sgdlab reproduce batch-size` (Arnaboldi et al. 2024): the quick
 reproduction end to end with its physics asserted, and the ODE against the chain across batch
 sizes (the d/n_b noise factor and the (1 - 1/n_b) squared-mean term).
 

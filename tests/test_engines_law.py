@@ -1,4 +1,4 @@
-"""The chain and the full d-dimensional simulation agree in law (EXACT_CHAIN.md, "How to test it").
+"""The chain and the full d-dimensional simulation agree in law (docs/chain.md, "How to test it").
 
 For each configuration, ``Chain()`` and ``Full(dtype="float64")`` are run over hundreds of
 seeds at small d, and every final order parameter (M_ij, Q_ij, and a_j when trained;

@@ -74,7 +74,7 @@ def test_info_exponent_batch_check(info):
 def test_info_exponent_trajectories(info):
     """From m0 = d^{-1/2}: the median escape of the chain and of the full simulation agree
     within the spread of seeds, and the ODE's escape lies within a factor 2 of them (the
-    mean dynamics is not the law of the escape time, SYSTEMS.md section 1)."""
+    mean dynamics is not the law of the escape time, Ben Arous, Gheissari, Jagannath 2021)."""
     t = info.summary["trajectory"]
     chain, full, ode = (t[e]["median_escape_samples"] for e in ("chain", "full", "ode"))
     assert chain and full and ode

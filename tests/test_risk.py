@@ -64,7 +64,7 @@ def test_population_risk_matches_monte_carlo(name, problem, student, loss):
 @pytest.mark.parametrize("m", [0.0, 0.3, -0.5, 0.9])
 def test_single_index_closed_form(m):
     """Square loss, sigma = g = h3, unit norm: risk = sum_j c_j^2 (1 - m^j) + noise^2 / 2
-    = 1 - m^3 + noise^2 / 2 (SYSTEMS.md section 1)."""
+    = 1 - m^3 + noise^2 / 2 (Ben Arous, Gheissari, Jagannath 2021)."""
     model = Model(Problem(d=100, link="h3", noise=0.4), Student(activation="h3"), Training())
     risk = population_risk(model, jnp.array([[m]]), jnp.array([[1.0]]), jnp.array([1.0]))
     assert float(risk) == pytest.approx(1 - m**3 + 0.08, abs=1e-12)

@@ -1,4 +1,4 @@
-"""Sequence models (SYSTEMS.md section 4): chain vs full in law, population risk, escape, validation.
+"""Sequence models (Arnaboldi et al. 2025): chain vs full in law, population risk, escape, validation.
 
 Law. As in ``test_engines_law``: ``Chain()`` and ``Full(dtype="float64")`` are run over
 ``N_SEEDS`` seeds at small d with fixed (different) seeds and every final order parameter

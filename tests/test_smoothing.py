@@ -193,7 +193,7 @@ def test_needs_norm_api():
 
 @dataclass(frozen=True)
 class _TrapModel(Model):
-    """The smoothed loss with |x|^2 replaced by d (the trap of SYSTEMS.md section 2)."""
+    """The smoothed loss with |x|^2 replaced by d (the trap of Damian, Nichani, Ge, Lee 2023)."""
 
     def batch_grads(self, Z, a, xi, c=None, x2=None):
         return super().batch_grads(Z, a, xi, c, jnp.full_like(x2, float(self.problem.d)))

@@ -1,5 +1,5 @@
-"""`sgdlab reproduce ssi` (Arnaboldi, Loureiro, Stephan, Krzakala, Zdeborova 2025; SYSTEMS.md
-section 4): the quick reproduction end to end with its physics asserted.
+"""`sgdlab reproduce ssi` (Arnaboldi, Loureiro, Stephan, Krzakala, Zdeborova 2025): the quick
+reproduction end to end with its physics asserted.
 
 Every stochastic number comes from fixed seeds, so the tests are deterministic; tolerances are
 bootstrap intervals of Kaplan–Meier medians, Wilson intervals of fractions, or a number of

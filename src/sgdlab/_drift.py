@@ -20,7 +20,7 @@ With c(z) = -d loss/d lambda of one sample, batch size n and D the spherical cor
 
 (the D terms only for spherical SGD; the batch products are expanded exactly, which gives
 the d/n_b noise factor and the (1 - 1/n_b) weight of the squared mean gradient). For
-isotropic data (one component, s = N0, sigma = 1) this is the field of EXACT_CHAIN.md with
+isotropic data (one component, s = N0, sigma = 1) this is the field of docs/chain.md with
 |x|^2 = |y|^2 + d - P. Renormalised geometries (spherical, projected) keep Q_jj = 1 by the
 first-order normalisation M_ij -> M_ij - dQ_ii M_ij / 2, Q_ij -> Q_ij - (dQ_ii + dQ_jj) Q_ij / 2.
 ``second_order=False`` drops every lr^2 term: the d -> infinity limit at fixed lr d.

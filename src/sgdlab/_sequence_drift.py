@@ -1,7 +1,7 @@
 """The ODE velocity of sequence models with one student row (tied network, attention layer).
 
 Same contract as :func:`sgdlab._drift.drift` (``SequenceModel.ode_field``): the state is {Q (1, 1), M (1, r),
-a (1,)} and the field returns the expected increment of the exact chain (EXACT_CHAIN.md,
+a (1,)} and the field returns the expected increment of the exact chain (docs/chain.md,
 ``engines/chain.py``) per SGD step at the current Gram matrix.
 
 Derivation. Order the rows of G = [[Q, M], [M^T, I_r]] as [w, w*, u_1..u_a] (P = 2 + a) and

@@ -15,7 +15,7 @@ horizon (after every observed escape), :math:`\hat S` is the empirical survival 
 median is the :math:`\lceil n/2 \rceil`-th smallest escape time with the censored seeds placed
 at :math:`+\infty`.
 
-Conventions (SYSTEMS.md section 0): escape step 0 means the threshold was already reached at
+Conventions: escape step 0 means the threshold was already reached at
 the start; time :math:`t = \text{samples}/d` with samples = step x batch.
 """
 
@@ -416,7 +416,7 @@ def fit_scaling(
 # ------------------------------------------------------------------ theory exponents
 def theory_exponent(k: int) -> float:
     r"""Exponent of :math:`d` in the samples to escape of plain online SGD from a random start
-    (Ben Arous, Gheissari, Jagannath 2021; SYSTEMS.md section 1): 1 for :math:`k = 1`,
+    (Ben Arous, Gheissari, Jagannath 2021): 1 for :math:`k = 1`,
     1 for :math:`k = 2` (with a :math:`\log d` factor: fit with ``log_correction=True``, see
     :func:`needs_log_correction`), :math:`k - 1` for :math:`k \ge 3`."""
     k = int(k)
@@ -431,7 +431,7 @@ def needs_log_correction(k: int) -> bool:
 
 
 def smoothed_exponent(k: int) -> float:
-    r"""Exponent with landscape smoothing (Damian, Nichani, Ge, Lee 2023; SYSTEMS.md section 2),
+    r"""Exponent with landscape smoothing (Damian, Nichani, Ge, Lee 2023),
     the CSQ lower bound: :math:`\max(1, k/2)` (up to log factors for :math:`k \le 2`)."""
     k = int(k)
     if k < 1:

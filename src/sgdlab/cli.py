@@ -13,7 +13,7 @@
 - ``sgdlab demo [--out results/demo]``: a single-index h3 target learnt by spherical SGD on
   all three engines, with a figure and a table.
 - ``sgdlab reproduce NAME [--quick] [--engine chain|full] [--store DIR] [--out DIR]``: a system
-  of SYSTEMS.md (``info-exponent``, ``smoothing``, ``batch-size``) with figures, a table and a JSON of fitted
+  of the literature (``info-exponent``, ``smoothing``, ``batch-size``) with figures, a table and a JSON of fitted
   numbers (:mod:`sgdlab.reproduce`).
 
 Invalid input (configuration, overrides, options) is reported as one line
@@ -578,7 +578,7 @@ def reproduce_command(
         str | None, typer.Option("--workers", help="Local worker processes [one per core on CPU].")
     ] = None,
 ) -> None:
-    """Reproduce a system of SYSTEMS.md: figures, table.md and results.json with fitted numbers."""
+    """Reproduce a system of the literature: figures, table.md and results.json with fitted numbers."""
     from .reproduce import get
 
     fn = get(name)

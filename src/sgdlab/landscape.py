@@ -1,7 +1,7 @@
 """Loss landscapes of one-row sequence models on the disk of unit-norm students.
 
-For a sequence model with one student row (tied network or attention layer, SYSTEMS.md
-section 4) and at most one positional direction u, a unit-norm student is
+For a sequence model with one student row (tied network or attention layer, Arnaboldi et
+al. 2025) and at most one positional direction u, a unit-norm student is
 
     w = m w* + e u + sqrt(1 - m^2 - e^2) v,       m^2 + e^2 <= 1,
 
@@ -66,7 +66,7 @@ ZOOMS = 4  # local refinements of the grid minimum, each 5x finer
 def positional_semantic_model(
     omega: float, *, a: float = 1.0, scale: float = 1.0, d: int = 1000, lr: float | None = None
 ) -> SequenceModel:
-    """The positional/semantic attention model of SYSTEMS.md section 4: L = 2 tokens with the
+    """The positional/semantic attention model of Arnaboldi et al. 2025: L = 2 tokens with the
     opposite encodings p_1 = scale u, p_2 = -scale u, target (1 - omega) softmax(nu nu^T) +
     omega A with A = softmax(a^2 s s^T), s = (1, -1), attention student read out as the matrix, square loss,
     spherical SGD."""

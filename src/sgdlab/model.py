@@ -219,7 +219,7 @@ class Training:
     - ``init``: ``"random"`` (rows uniform on the unit sphere), ``"random_positive"`` (the
       same, conditioned on a non-negative overlap M_j0 of every row with teacher direction 0:
       a row with M_j0 < 0 is replaced by its opposite; the law of |m0|, for the odd links
-      whose escape SYSTEMS.md conditions on a positive start) or a number m0: every row has
+      whose escape is studied from a positive start) or a number m0: every row has
       overlap m0 with every teacher direction and a uniformly random unit part orthogonal
       to the teacher span (norm 1 in all).
     - ``frozen``: first-layer rows that are not updated (their gradient is zero);

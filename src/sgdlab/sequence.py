@@ -1,4 +1,4 @@
-"""Sequence single-index models and single-layer attention (SYSTEMS.md section 4).
+"""Sequence single-index models and single-layer attention (Arnaboldi et al. 2025).
 
 A sample is a sequence of L tokens x_1..x_L in R^d, i.i.d. N(0, I_d), optionally shifted by
 fixed positional encodings p_l. The target sees the teacher fields of the raw tokens,
@@ -13,7 +13,7 @@ with j(l) = 0 for the tied network and the attention layer (one row w) and j(l) 
 position-specific ("plain") network (one row per token). Everything is a function of these
 fields, so the three engines run sequence models with the machinery of the single-sample
 models: the tokens of a batch are the rows of the batch, and the positional encodings are
-fixed directions u_1..u_a of the Gram matrix (EXACT_CHAIN.md). The encodings are given by
+fixed directions u_1..u_a of the Gram matrix (docs/chain.md). The encodings are given by
 their coefficients in an orthonormal basis u_1..u_a orthogonal to w*:
 
     p_l = sum_k positional[l][k] u_k,
@@ -240,7 +240,7 @@ class SequenceStudent:
     """A network of the token fields lambda_l = w_{j(l)} . (x_l + p_l).
 
     - ``tied``: one row w; ``pooling="field"`` gives f = sigma(L^{-1/2} sum_l lambda_l)
-      (SYSTEMS.md), ``pooling="sum"`` gives f = L^{-1/2} sum_l sigma(lambda_l).
+      (Arnaboldi et al. 2025), ``pooling="sum"`` gives f = L^{-1/2} sum_l sigma(lambda_l).
     - ``plain``: one row w_l per token (position-specific weights), the same two poolings;
       on the flattened sequence it is a single-index model in dimension L d.
     - ``attention``: S = softmax(q q^T) (row-wise), q_l = w . (x_l + p_l), read out as the

@@ -1,6 +1,6 @@
 r"""Closed-form and one-dimensional theory for the single-index model on the sphere.
 
-Setting (SYSTEMS.md sections 0 and 1): target :math:`y = g(\nu) + \text{noise}\cdot\xi`, one student
+Setting (Ben Arous, Gheissari, Jagannath 2021): target :math:`y = g(\nu) + \text{noise}\cdot\xi`, one student
 neuron :math:`\sigma(\lambda)` with unit weight (second layer fixed at 1, width 1), spherical
 online SGD with step size :math:`\eta` and batch 1, overlap :math:`m = w \cdot w^*`. The
 fields :math:`(\lambda, \nu)` are standard Gaussians with correlation :math:`m`. Links are
@@ -170,7 +170,7 @@ def _check_loss_noise(loss, noise):
 
 
 def effective_drift(m, lr, d, link, student=None, *, loss: str = "square", noise: float = 0.0, K: int = 8):
-    r"""Effective drift of the overlap per SGD step (SYSTEMS.md section 1):
+    r"""Effective drift of the overlap per SGD step (Ben Arous, Gheissari, Jagannath 2021):
 
     .. math:: \frac{dm}{dk} = \eta\, \mathrm{drift}(m) - \frac{\eta^2 d}{2}\, m\, V(m).
 
@@ -376,7 +376,7 @@ def critical_delta(link, student=None, *, loss: str = "square", noise: float = 0
 
 
 def theory_lr(k: int, d: float, delta: float, *, log_step: bool = True) -> float:
-    r"""Per-sample step size of the theory scaling (SYSTEMS.md section 1, BAGJ 2021), batch 1:
+    r"""Per-sample step size of the theory scaling (Ben Arous, Gheissari, Jagannath 2021), batch 1:
 
     - :math:`k = 1`: :math:`\eta = \delta / d` (samples to escape :math:`\sim d`);
     - :math:`k = 2`: :math:`\eta = \delta / (d \log d)` (``log_step=True``, the BAGJ step

@@ -21,7 +21,7 @@ One SGD step is then
 followed by the renormalisation of the rows (a function of Q'). Only
 (DC)^T K_perp (DC) ~ Wishart_p(d - P, (DC)^T DC) carries d; it is drawn by Bartlett's
 decomposition, so the cost per step does not depend on d. For isotropic data
-(s = N0, sigma = 1) the extra terms vanish and this is the chain of EXACT_CHAIN.md as
+(s = N0, sigma = 1) the extra terms vanish and this is the chain of docs/chain.md as
 written. Samples of several rows (a sequence) are rows of the batch; a row-dependent latent
 mean is part of Delta.
 

@@ -1,4 +1,4 @@
-"""Reproductions of the systems of SYSTEMS.md: ``sgdlab reproduce NAME [--quick]``.
+"""Reproductions of systems of the literature: ``sgdlab reproduce NAME [--quick]``.
 
 Each reproduction is a list of runs (executed through the results store, so a rerun reads
 them back and an interrupted one resumes), the statistics that test the paper's claim, and

@@ -1,5 +1,5 @@
 r"""``sgdlab reproduce batch-size``: batch size against time complexity, and the correlation loss
-(Arnaboldi, Dandi, Krzakala, Loureiro, Pesce, Stephan 2024), SYSTEMS.md section 3.
+(Arnaboldi, Dandi, Krzakala, Loureiro, Pesce, Stephan 2024).
 
 One-pass minibatch SGD with batch :math:`n_b` and step :math:`\gamma` on the batch-mean loss,
 projected geometry (step, then renormalise the row: ``Training(projected=True)``), target

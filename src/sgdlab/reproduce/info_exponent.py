@@ -1,5 +1,5 @@
 r"""``sgdlab reproduce info-exponent``: the information-exponent law of Ben Arous, Gheissari and
-Jagannath (2021), SYSTEMS.md section 1.
+Jagannath (2021).
 
 A single-index target :math:`y = g(w^*\cdot x)` is learnt by the matched student
 :math:`g(w\cdot x)` with spherical online SGD on the square loss from a random start. The
@@ -11,7 +11,7 @@ per-sample step :math:`\eta = \delta/d` (:math:`k \le 2`) or :math:`\delta d^{-k
 Protocol, per link and dimension:
 
 - start: uniform on the sphere; for odd :math:`k` conditioned on a positive overlap
-  (``init = "random_positive"``, the sign convention of SYSTEMS.md section 0), for even
+  (``init = "random_positive"``, the sign convention of the escape statistics), for even
   :math:`k` unconditioned (escape on :math:`|m|`);
 - step size: :math:`\delta` a fixed fraction of :func:`sgdlab.theory.critical_delta` (above it
   the renormalisation term makes the equator attracting at :math:`m \sim d^{-1/2}`);

@@ -1,5 +1,4 @@
-r"""``sgdlab reproduce smoothing``: landscape smoothing (Damian, Nichani, Ge, Lee 2023),
-SYSTEMS.md section 2.
+r"""``sgdlab reproduce smoothing``: landscape smoothing (Damian, Nichani, Ge, Lee 2023).
 
 Single-index targets :math:`h_3` and :math:`h_4` learnt by the matched student with spherical
 online SGD on the correlation loss (their setting), from a random start (conditioned on a

@@ -1,5 +1,5 @@
 """``sgdlab reproduce ssi``: sequence single-index models and single-layer attention
-(Arnaboldi, Loureiro, Stephan, Krzakala, Zdeborova 2025; SYSTEMS.md section 4).
+(Arnaboldi, Loureiro, Stephan, Krzakala, Zdeborova 2025).
 
 Four parts, every run through the results store (cached, resumable):
 
