@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 
 from sgdlab import Chain, Full, Problem, Student, Training, run
@@ -79,3 +80,25 @@ def test_structure_still_compiles():
 @pytest.mark.parametrize("n, b", [(1, 1), (3, 4), (5, 8), (8, 8), (9, 10), (17, 20), (400, 448), (1500, 1536)])
 def test_buckets(n, b):
     assert bucket(n) == b and bucket(b) == b
+
+
+def test_ode_step_size_and_horizon_do_not_compile():
+    """The ODE's field and solver are built per structure: a new lr, lr_second or horizon (same
+    record bucket) traces nothing (counted with jax's trace events)."""
+    import collections
+
+    from jax import monitoring
+
+    from sgdlab import ODE
+
+    events = collections.Counter()
+    monitoring.register_event_duration_secs_listener(lambda name, dur, **kw: events.update([name]))
+    pb, st = Problem(d=500, link="h3"), Student(activation="h3", second_layer="trained")
+    tr = Training(lr=1e-3, steps=1000, record_every=100, spherical=True, init=0.3)
+    first = run(pb, st, tr, engine=ODE())
+    events.clear()
+    for variant in (dataclasses.replace(tr, lr=2e-3), dataclasses.replace(tr, lr_second=5e-4),
+                    dataclasses.replace(tr, steps=1100)):
+        res = run(pb, st, variant, engine=ODE())
+        assert not np.array_equal(res.M[0, -1], first.M[0, -1])  # the new value was used
+    assert events["/jax/core/compile/jaxpr_trace_duration"] == 0, dict(events)

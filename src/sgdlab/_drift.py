@@ -103,7 +103,8 @@ def _geometry(tr, Q, M, dQ, dM, A1, moments, n, lr, lr2):
 
 def drift(model, second_order: bool, nodes: int | None = None):
     """(field, nodes, exact): field(t, state, args) -> d state / d step for a one-row-per-sample
-    Gaussian model; ``exact`` when the rule integrates the polynomial integrand exactly."""
+    Gaussian model; ``exact`` when the rule integrates the polynomial integrand exactly.
+    ``args``: ``None`` (the model's own step sizes) or a dict with traced ``lr`` and ``lr_a``."""
     if model.rows != 1:
         raise ValueError(f"engine: got 'ode' for data with {model.rows} rows per sample; allowed: 'chain' or 'full'")
     p, a, r, d = model.p, model.a, model.r, model.problem.d
@@ -138,8 +139,9 @@ def drift(model, second_order: bool, nodes: int | None = None):
 
     def field(t, s, args):
         Q, M, a_ = s["Q"], s["M"], s["a"]
-        lr = lr0 if schedule is None else lr0 * schedule(t)
-        lr_a = lr_a0 if schedule is None else lr_a0 * schedule(t)
+        lr, lr_a = (lr0, lr_a0) if not isinstance(args, dict) else (args["lr"], args["lr_a"])  # traced step sizes
+        if schedule is not None:
+            lr, lr_a = lr * schedule(t), lr_a * schedule(t)
         lr2 = lr**2 if second_order else 0.0
         G = jnp.block([[Q, M], [M.T, eye_a]])
         ev, V = jnp.linalg.eigh(G)

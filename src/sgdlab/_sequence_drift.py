@@ -100,7 +100,9 @@ def sequence_velocity(model, *, second_order: bool, nodes: int | None):
 
     def field(t, s, args):
         Q, M, a = s["Q"], s["M"], s["a"]
-        lr = lr0 if schedule is None else lr0 * schedule(t)
+        lr = lr0 if not isinstance(args, dict) else args["lr"]  # traced step size
+        if schedule is not None:
+            lr = lr * schedule(t)
         lr2 = lr**2 if second_order else 0.0
         G = jnp.block([[Q, M], [M.T, eye_r]])
         Lc, _ = psd_cholesky(G)

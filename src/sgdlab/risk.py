@@ -218,8 +218,8 @@ def risk_table(model: Model, M, Q, a) -> jax.Array:
     extra = 0.5 * model.problem.noise**2 if _noise_apart(model) and model.training.loss == "square" else 0.0
     model = _risk_structure(model)
     if not isinstance(model, Model) or _standard(model):
-        return _risk_fn(model)(M, Q, a)[:S, :R] + extra
+        return np.asarray(_risk_fn(model)(M, Q, a))[:S, :R] + extra
     Sp, Rp = M.shape[:2]
     flat = _risk_map(model)(M.reshape(Sp * Rp, *M.shape[2:]), Q.reshape(Sp * Rp, *Q.shape[2:]),
                             a.reshape(Sp * Rp, *a.shape[2:]))
-    return flat.reshape(Sp, Rp)[:S, :R] + extra
+    return np.asarray(flat).reshape(Sp, Rp)[:S, :R] + extra

@@ -19,6 +19,7 @@ earlier result its (mean) state.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
 
-from ._driver import MAX_NORM2
+from ._driver import MAX_NORM2, bucket
 from .base import DeterministicEngine, Trajectory
 
 __all__ = ["ODE", "initial_order_parameters"]
@@ -107,26 +108,31 @@ class ODE(DeterministicEngine):
         a_start = model.init.second_layer(model, model.init.per_seed(model, 1))
         a_start = model.student.a0 if a_start is None else np.asarray(a_start).reshape(-1, p).mean(axis=0)
         y0 = {"Q": jnp.asarray(Q0), "M": jnp.asarray(M0), "a": jnp.asarray(a_start, jnp.float64)}
-        field, nodes, exact = self._field(model)
-        err = 0.0 if exact else self._quadrature_error(model, field, nodes, y0)
+        # the field and the solver are built for the model's structure: the step sizes are
+        # traced arguments, so runs differing only in lr (or horizon, recording) share them
+        structure = dataclasses.replace(model, training=dataclasses.replace(
+            tr, lr=1.0, lr_second=None, steps=1, record_every=1, escape_threshold=0.5, stop_fraction=None))
+        hyper = {"lr": jnp.asarray(tr.lr, jnp.float64), "lr_a": jnp.asarray(tr.eta_a, jnp.float64)}
+        field, nodes, exact = self._field(structure)
+        err = 0.0 if exact else self._quadrature_error(structure, field, nodes, y0, hyper)
         T = float(tr.steps)
         n_full, rem = divmod(tr.steps, record.every)
         ts = np.arange(n_full + 1, dtype=np.float64) * record.every
         if rem:
             ts = np.append(ts, T)
         thr = record.escape_threshold
-        term, event = self._terms(model)
+        term, event = self._terms(structure)
         solver = diffrax.Tsit5()
         ctrl = diffrax.PIDController(rtol=self.rtol, atol=self.atol)
 
         def integrate(t0, y_start, save_ts, with_event):
             # one compiled solve: without an event the threshold is +inf and never crossed;
             # the save grid is padded to a fixed length with T
-            pad = np.full(len(ts), T)
+            pad = np.full(bucket(len(ts)), T)  # bucketed: nearby record counts share a compilation
             pad[: len(save_ts)] = save_ts
             return diffrax.diffeqsolve(
-                term, solver, jnp.asarray(t0, jnp.float64), T, None, y_start,
-                args=jnp.asarray(thr if with_event else jnp.inf, jnp.float64),
+                term, solver, jnp.asarray(t0, jnp.float64), jnp.asarray(T, jnp.float64), None, y_start,
+                args={"thr": jnp.asarray(thr if with_event else jnp.inf, jnp.float64), **hyper},
                 saveat=diffrax.SaveAt(ts=jnp.asarray(pad), t1=True),
                 stepsize_controller=ctrl, event=event,
                 max_steps=self.max_steps, throw=False,
@@ -137,17 +143,17 @@ class ODE(DeterministicEngine):
         if not with_event:
             escape = 0
         sol = integrate(0.0, y0, ts, with_event)
-        ys = {k_: np.array(v[: len(ts)]) for k_, v in sol.ys.items()}
+        ys = {k_: np.array(v)[: len(ts)] for k_, v in sol.ys.items()}  # numpy: no op compiled per length
         kind, t_stop = _outcome(sol)
         if kind == "escape":
             escape = int(math.ceil(t_stop - 1e-9))
             later = ts >= t_stop
             if later.any():
                 # saved: the ts before the event, then the state at the event, then inf
-                y_at = {k_: v[int(np.sum(~later))] for k_, v in sol.ys.items()}
+                y_at = {k_: jnp.asarray(np.asarray(v)[int(np.sum(~later))]) for k_, v in sol.ys.items()}
                 sol2 = integrate(t_stop, y_at, ts[later], False)
                 for k_ in ys:
-                    ys[k_][later] = np.asarray(sol2.ys[k_][: int(later.sum())])
+                    ys[k_][later] = np.asarray(sol2.ys[k_])[: int(later.sum())]
                 kind, t_stop = _outcome(sol2)
         if kind in ("diverged", "failed"):
             # diverged: some Q_jj passed MAX_NORM2 (or stopped being finite) at t_stop;
@@ -172,16 +178,16 @@ class ODE(DeterministicEngine):
         """The ODE term and the escape event, built once per model (so solves reuse compilations)."""
         field, _ = self.velocity(model)
         event = diffrax.Event(
-            [lambda t, y, args, **kw: _escape_stat(y) - args, lambda t, y, args, **kw: _runaway(y)],
+            [lambda t, y, args, **kw: _escape_stat(y) - args["thr"], lambda t, y, args, **kw: _runaway(y)],
             root_finder=optx.Newton(rtol=1e-10, atol=1e-10),
         )
         return diffrax.ODETerm(field), event
 
-    def _quadrature_error(self, model, field, nodes, y0) -> float:
+    def _quadrature_error(self, model, field, nodes, y0, hyper=None) -> float:
         """Largest change of the initial velocity against a rule with fewer nodes (relative)."""
         coarse, _ = self.velocity(model, nodes=max(2, int(nodes * 0.75)))
-        v1 = field(0.0, y0, None)
-        v2 = coarse(0.0, y0, None)
+        v1 = field(0.0, y0, hyper)
+        v2 = coarse(0.0, y0, hyper)
         scale = max(float(jnp.max(jnp.abs(v1["M"]))), float(jnp.max(jnp.abs(v1["Q"]))), 1e-300)
         diff = max(float(jnp.max(jnp.abs(v1[k] - v2[k]))) for k in v1)
         return diff / scale
