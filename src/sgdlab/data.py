@@ -42,6 +42,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._errors import _bad
+
 __all__ = [
     "Components",
     "DataLaw",
@@ -55,10 +57,6 @@ __all__ = [
     "Tokens",
     "at",
 ]
-
-
-def _bad(field_name: str, value: Any, allowed: str) -> ValueError:
-    return ValueError(f"{field_name}: got {value!r}; allowed: {allowed}")
 
 
 def at(value: Any, t: Any) -> Any:
@@ -162,25 +160,11 @@ class GaussianLaw(DataLaw):
         a, R = self.frame(r), self.rows
         X = jax.random.normal(key, (n * R, d), dtype)
         lat = self.draw(jax.random.fold_in(key, 1), X[:, :a].reshape(n, R, a), r, t)
-        if lat.sigma is not None:
-            X = X * lat.sigma.reshape(n * R, 1)
+        if lat.sigma is not None:  # z_perp: the coordinates off the frame
+            X = X.at[:, a:].multiply(lat.sigma.reshape(n * R, 1))
         if lat.s is not None:
             X = X.at[:, :a].set(lat.s.reshape(n * R, a))
-        elif lat.sigma is not None:
-            X = X.at[:, :a].set(X[:, :a] / lat.sigma.reshape(n * R, 1))
         return X, lat.c
-
-    def moments(self, r: int, t=0) -> tuple[np.ndarray, np.ndarray]:
-        """Mean (a,) and covariance (a, a) of the frame coordinates of one row (row 0),
-        mixed over the components at step t."""
-        comp = self.components(r, t)
-        a = self.frame(r)
-        p = np.asarray(comp.prob, np.float64)
-        mean = np.zeros((len(p), a)) if comp.mean is None else np.asarray(comp.mean, np.float64)[:, 0]
-        chol = np.broadcast_to(np.eye(a), (len(p), a, a)) if comp.chol is None else np.asarray(comp.chol)
-        mu = p @ mean
-        cov = sum(p[k] * (chol[k] @ chol[k].T + np.outer(mean[k], mean[k])) for k in range(len(p)))
-        return mu, cov - np.outer(mu, mu)
 
 
 # ----------------------------------------------------------------------------- the laws
@@ -206,8 +190,6 @@ class Isotropic(GaussianLaw):
 
 
 def _as_tuple(name: str, value: Any) -> tuple:
-    if callable(value):
-        return (value,)
     v = np.atleast_1d(np.asarray(value, dtype=np.float64))
     if v.ndim != 1 or not np.all(np.isfinite(v)):
         raise _bad(name, value, "a finite number or a list of finite numbers")

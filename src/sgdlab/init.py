@@ -29,13 +29,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._errors import _bad
 from ._wishart import psd_cholesky, wishart
 
 __all__ = ["FromResult", "Gram", "Init", "Random", "RandomPositive", "Warm", "as_init", "complete_weights"]
-
-
-def _bad(field_name: str, value: Any, allowed: str) -> ValueError:
-    return ValueError(f"{field_name}: got {value!r}; allowed: {allowed}")
 
 
 def complete_weights(key: jax.Array, Q: jax.Array, M: jax.Array, d: int, dtype) -> jax.Array:

@@ -22,15 +22,12 @@ import jax
 import jax.numpy as jnp
 
 from . import smoothing as _sm
+from ._errors import _bad
 from ._functions import resolve_fn
 from .data import DataLaw, Isotropic
 from .init import Init, as_init
 
 __all__ = ["BaseModel", "Model", "Problem", "Record", "Student", "Training", "INITS", "LOSSES", "OUTPUT_SCALES"]
-
-
-def _bad(field_name: str, value: Any, allowed: str) -> ValueError:
-    return ValueError(f"{field_name}: got {value!r}; allowed: {allowed}")
 
 
 def _positive_int(name: str, value: Any) -> int:

@@ -46,14 +46,9 @@ from ..model import BaseModel
 from ._driver import MAX_NORM2
 from .base import Program, StochasticEngine
 
-__all__ = ["Chain", "initial_gram"]
+__all__ = ["Chain"]
 
 PSD_TOL = 1e-9  # relative: a Gram matrix with a Cholesky pivot below -PSD_TOL * trace has diverged
-
-
-def initial_gram(model, key: jax.Array, start=None) -> tuple[jax.Array, jax.Array]:
-    """Exact law of (Q, M) at the start: ``model.init.gram`` (see ``sgdlab.init``)."""
-    return model.init.gram(key, model, start)
 
 
 @dataclass(frozen=True)
