@@ -5,6 +5,11 @@ lr = 0.1 / d, init m0 = 0.3, one record at the end):
 
 - seed-steps per second of ``Full()`` (float32) and ``Chain()`` (float64) for
   d in {10^2, 10^3, 10^4, 10^5};
+- the raw rate of the chain's random variates drawn with jax's default samplers (four keys
+  split per step, two normal draws, ``jax.random.chisquare``), the reference for ``chain``
+  (chain/raw);
+- ``Chain(dtype="float32")`` against the float64 chain at d = 10^3: throughput and accuracy
+  in law;
 - the raw Gaussian sampling rate of the machine, the reference for ``full``: a jitted,
   vmapped ``jax.random.normal(key, (1, d), float32)`` per seed-step inside a
   ``lax.fori_loop`` with the same seeds x steps shape as the ``full`` run;
@@ -76,6 +81,7 @@ QUICK_ODE_HORIZONS = (10**9,)
 CHAIN_FLAT_MAX = 1.5  # chain max/min rate over d
 CHAIN_OVER_FULL_MIN = 100.0  # at d = 10^4
 FULL_OVER_RAW_MIN = 0.5  # at each d
+CHAIN_OVER_RAW_MIN = 1.5  # at d = 10^3: the chain step against its variates drawn by jax's samplers
 
 
 def _timed(fn, repeat: int) -> tuple[float, float, object]:
@@ -148,6 +154,60 @@ def _raw_normal(keys: jax.Array, d: int, steps: int) -> jax.Array:
     acc0 = jnp.zeros(keys.shape[0], jnp.float32)
     _, acc = lax.fori_loop(0, steps, lambda _, c: vone(c), (keys, acc0))
     return acc
+
+
+@partial(jax.jit, static_argnums=(2,))
+def _raw_chain(keys: jax.Array, d, steps: int) -> jax.Array:
+    """The random variates of one chain step (p = 1, batch 1) with jax's default samplers:
+    four keys split per step, a (1, 2) and a (1,) normal and a chi^2(d - 2) draw."""
+
+    def one(carry):
+        key, acc = carry
+        key, ky, kxi, kk = jax.random.split(key, 4)
+        y = jax.random.normal(ky, (1, 2))
+        xi = jax.random.normal(kxi, (1,))
+        g = jax.random.chisquare(kk, d - 2.0, (1, 1))
+        return key, acc + jnp.sum(y) + jnp.sum(xi) + jnp.sum(g)
+
+    vone = jax.vmap(one)
+    acc0 = jnp.zeros(keys.shape[0])
+    _, acc = lax.fori_loop(0, steps, lambda _, c: vone(c), (keys, acc0))
+    return acc
+
+
+def bench_raw_chain(d: int, seeds: int, steps: int, repeat: int) -> dict:
+    from sgdlab.engines._driver import seed_keys
+
+    keys = seed_keys(0, seeds)
+    first, best, _ = _timed(lambda: jax.block_until_ready(_raw_chain(keys, jnp.asarray(float(d)), steps)), repeat)
+    return {"d": d, "seeds": seeds, "steps": steps, "first_call_s": first, "wall_s": best,
+            "seed_steps_per_s": seeds * steps / best}
+
+
+def bench_float32(d: int, seeds: int, steps: int, repeat: int) -> dict:
+    """Chain(dtype="float32") against the float64 chain on the same problem: throughput of
+    both and accuracy in law (independent streams): the largest gap between the two mean
+    overlaps over the records in units of its standard error, and the KS p-value of the
+    final overlaps."""
+    import numpy as np
+    from scipy import stats
+
+    problem, student, _ = _sgd_args(d, steps)
+    training = Training(lr=0.1 / d, steps=steps, spherical=True, record_every=max(1, steps // 20), init=0.3)
+    out = {"d": d, "seeds": seeds, "steps": steps}
+    res = {}
+    for dt in ("float64", "float32"):
+        first, best, r = _timed(lambda dt=dt: run(problem, student, training, engine=Chain(dtype=dt), seeds=seeds,
+                                                  seed=0 if dt == "float64" else 1), repeat)
+        out[dt] = {"wall_s": best, "first_call_s": first, "seed_steps_per_s": seeds * steps / best}
+        res[dt] = r.M[:, :, 0, 0]
+    a, b = res["float64"], res["float32"]
+    se = np.sqrt(a.var(axis=0) / seeds + b.var(axis=0) / seeds)
+    z = np.abs(a.mean(axis=0) - b.mean(axis=0)) / np.where(se > 0, se, np.inf)
+    out["max_mean_gap_in_se"] = float(z.max())
+    out["final_ks_pvalue"] = float(stats.ks_2samp(a[:, -1], b[:, -1]).pvalue)
+    out["f32_over_f64"] = out["float32"]["seed_steps_per_s"] / out["float64"]["seed_steps_per_s"]
+    return out
 
 
 def bench_batch(d: int, seeds: int, batch: int, steps: int, repeat: int) -> dict:
@@ -251,6 +311,17 @@ def evaluate(rows: list[dict]) -> list[dict]:
                 "detail": f"chain/full = {ratio:.0f}x (engine only {_opt(ratio_e, '.0f')}x)",
             }
         )
+    at3 = [r for r in rows if r["d"] == 10**3]
+    if at3:
+        cr, cr_e = at3[0]["chain_over_raw"], at3[0]["engine_only_chain_over_raw"]
+        targets.append(
+            {
+                "name": f"chain >= {CHAIN_OVER_RAW_MIN}x its variates drawn by jax's samplers at d = 10^3",
+                "value": cr,
+                "pass": cr >= CHAIN_OVER_RAW_MIN,
+                "detail": f"chain/raw = {cr:.2f} (engine only {_opt(cr_e, '.2f')})",
+            }
+        )
     worst = min(rows, key=lambda r: r["full_over_raw"])
     targets.append(
         {
@@ -299,15 +370,16 @@ def markdown(report: dict) -> str:
         "(`drive` on the cached built engine, i.e. without `run`'s per-call bookkeeping). "
         "Ratios: `run` numbers, engine-only in parentheses.",
         "",
-        "| d | chain (f64) seeds x steps | chain run | chain engine | full (f32) seeds x steps | full run "
-        "| full engine | raw N(0,1)^d | full/raw | chain/full |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| d | chain (f64) seeds x steps | chain run | chain engine | raw chain draws | chain/raw "
+        "| full (f32) seeds x steps | full run | full engine | raw N(0,1)^d | full/raw | chain/full |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["rows"]:
         c, f, w = r["chain"], r["full"], r["raw"]
         lines.append(
             f"| {_sci(r['d'])} | {c['seeds']} x {c['steps']} | {_rate(c['seed_steps_per_s'])} "
-            f"| {_rate(c['engine_only_seed_steps_per_s'])} "
+            f"| {_rate(c['engine_only_seed_steps_per_s'])} | {_rate(r['raw_chain']['seed_steps_per_s'])} "
+            f"| {r['chain_over_raw']:.2f} ({_opt(r['engine_only_chain_over_raw'], '.2f')}) "
             f"| {f['seeds']} x {f['steps']} | {_rate(f['seed_steps_per_s'])} "
             f"| {_rate(f['engine_only_seed_steps_per_s'])} | {_rate(w['seed_steps_per_s'])} "
             f"| {r['full_over_raw']:.2f} ({_opt(r['engine_only_full_over_raw'], '.2f')}) "
@@ -317,6 +389,15 @@ def markdown(report: dict) -> str:
         lines.append(
             f"\nChain with batch {b['batch']} (the reproductions' regime), d = {_sci(b['d'])}, "
             f"{b['seeds']} seeds x {b['steps']} steps: {_rate(b['samples_per_s'])} seed-samples/s."
+        )
+    f32 = report.get("float32")
+    if f32:
+        lines.append(
+            f"\nChain float32 vs float64 (d = {_sci(f32['d'])}, {f32['seeds']} seeds x {f32['steps']} steps, "
+            f"independent streams): {_rate(f32['float32']['seed_steps_per_s'])} vs "
+            f"{_rate(f32['float64']['seed_steps_per_s'])} seed-steps/s ({f32['f32_over_f64']:.2f}x); "
+            f"largest gap of the mean overlap over 20 records {f32['max_mean_gap_in_se']:.2f} standard errors, "
+            f"KS p-value of the final overlaps {f32['final_ks_pvalue']:.3f}."
         )
     lines += [
         "",
@@ -370,12 +451,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"full  d={_sci(d)}: {_rate(f['seed_steps_per_s'])} seed-steps/s ({f['wall_s']:.2f} s)", flush=True)
         w = bench_raw(d, *fshape[d], args.repeat)
         print(f"raw   d={_sci(d)}: {_rate(w['seed_steps_per_s'])} seed-steps/s ({w['wall_s']:.2f} s)", flush=True)
+        rc = bench_raw_chain(d, *cshape[d], args.repeat)
+        print(f"raw chain draws d={_sci(d)}: {_rate(rc['seed_steps_per_s'])} seed-steps/s", flush=True)
         rows.append(
             {
                 "d": d,
                 "chain": c,
                 "full": f,
                 "raw": w,
+                "raw_chain": rc,
+                "chain_over_raw": c["seed_steps_per_s"] / rc["seed_steps_per_s"],
+                "engine_only_chain_over_raw": _div(c["engine_only_seed_steps_per_s"], rc["seed_steps_per_s"]),
                 "full_over_raw": f["seed_steps_per_s"] / w["seed_steps_per_s"],
                 "chain_over_full": c["seed_steps_per_s"] / f["seed_steps_per_s"],
                 "engine_only_full_over_raw": _div(f["engine_only_seed_steps_per_s"], w["seed_steps_per_s"]),
@@ -392,6 +478,9 @@ def main(argv: list[str] | None = None) -> int:
         b = bench_batch(d, bseeds, bbatch, bsteps, args.repeat)
         print(f"chain batch {bbatch} d={_sci(d)}: {_rate(b['samples_per_s'])} seed-samples/s", flush=True)
         batch_rows.append(b)
+    f32 = bench_float32(10**3, *((64, 200) if args.quick else cshape[10**3]), args.repeat)
+    print(f"chain float32 d=10^3: {f32['f32_over_f64']:.2f}x float64; mean gap {f32['max_mean_gap_in_se']:.2f} SE, "
+          f"KS p = {f32['final_ks_pvalue']:.3f}", flush=True)
     odes = []
     for steps in horizons:
         o = bench_ode(steps, args.repeat)
@@ -408,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "rows": rows,
         "batch": batch_rows,
+        "float32": f32,
         "ode": odes,
     }
     report["targets"] = evaluate(rows)

@@ -82,9 +82,10 @@ def test_buckets(n, b):
     assert bucket(n) == b and bucket(b) == b
 
 
-def test_ode_step_size_and_horizon_do_not_compile():
-    """The ODE's field and solver are built per structure: a new lr, lr_second or horizon (same
-    record bucket) traces nothing (counted with jax's trace events)."""
+def test_ode_traced_numbers_do_not_compile():
+    """The ODE's field and solver are built per structure: a new lr, lr_second, horizon (same
+    record bucket), d, label noise, m0 or threshold traces nothing (counted with jax's trace
+    events), and each new value is used."""
     import collections
 
     from jax import monitoring
@@ -93,12 +94,15 @@ def test_ode_step_size_and_horizon_do_not_compile():
 
     events = collections.Counter()
     monitoring.register_event_duration_secs_listener(lambda name, dur, **kw: events.update([name]))
-    pb, st = Problem(d=500, link="h3"), Student(activation="h3", second_layer="trained")
+    pb, st = Problem(d=500, link="h3", noise=0.2), Student(activation="h3", second_layer="trained")
     tr = Training(lr=1e-3, steps=1000, record_every=100, spherical=True, init=0.3)
     first = run(pb, st, tr, engine=ODE())
     events.clear()
-    for variant in (dataclasses.replace(tr, lr=2e-3), dataclasses.replace(tr, lr_second=5e-4),
-                    dataclasses.replace(tr, steps=1100)):
-        res = run(pb, st, variant, engine=ODE())
+    for vpb, variant in ((pb, dataclasses.replace(tr, lr=2e-3)), (pb, dataclasses.replace(tr, lr_second=5e-4)),
+                         (pb, dataclasses.replace(tr, steps=1100)), (pb, dataclasses.replace(tr, init=0.25)),
+                         (Problem(d=800, link="h3", noise=0.2), tr), (Problem(d=500, link="h3", noise=0.6), tr)):
+        res = run(vpb, st, variant, engine=ODE())
         assert not np.array_equal(res.M[0, -1], first.M[0, -1])  # the new value was used
+    res = run(pb, st, dataclasses.replace(tr, escape_threshold=0.9), engine=ODE())
+    assert res.escape_step[0] == -1 or res.escape_step[0] >= first.escape_step[0]
     assert events["/jax/core/compile/jaxpr_trace_duration"] == 0, dict(events)

@@ -74,7 +74,7 @@ CONFIGS = {
 # name -> (line of chain.py, its buggy replacement)
 PLANTED = {
     "no_shift": ("                Lam = Lam + delta @ M.T\n", "\n"),
-    "wishart_no_sigma": ("wishart_quadratic(kk, Cs, d - P)", "wishart_quadratic(kk, C, d - P)"),
+    "wishart_no_sigma": ("dr.wishart_quadratic(Cs, d - P)", "dr.wishart_quadratic(C, d - P)"),
     "late_schedule": ("N0.reshape(tr.batch, R, na), r, t)", "N0.reshape(tr.batch, R, na), r, t - 1)"),
 }
 
@@ -101,13 +101,16 @@ def pvalues(ref, other, renormalised: bool, record: int = -1) -> dict[str, float
                                     a=res.a[:, : record + 1 or None], trained_second_layer=res.trained_second_layer)
         return final_entries(cut, renormalised)
 
+    def alive(res, e):  # seeds that neither diverged nor hold a non-finite entry
+        return (res.diverged_step < 0) & np.all([np.isfinite(v) for v in e.values()], axis=0)
+
     e1, e2 = entries(ref), entries(other)
-    out = {}
+    k1, k2 = alive(ref, e1), alive(other, e2)
+    # the divergence probability is part of the law: Fisher's exact test on the counts
+    out = {"diverged": float(stats.fisher_exact([[k1.sum(), (~k1).sum()], [k2.sum(), (~k2).sum()]]).pvalue)}
     for k in e1:
-        x, y = e1[k], e2[k]
-        if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
-            out[k] = 0.0
-        elif np.ptp(x) == 0 and np.ptp(y) == 0:
+        x, y = e1[k][k1], e2[k][k2]
+        if np.ptp(x) == 0 and np.ptp(y) == 0:
             out[k] = 1.0 if np.allclose(x, y, rtol=1e-6, atol=1e-9) else 0.0  # constant entries
         else:
             out[k] = float(stats.ks_2samp(x, y).pvalue)
@@ -116,7 +119,7 @@ def pvalues(ref, other, renormalised: bool, record: int = -1) -> dict[str, float
 
 def agree(ref, other, renormalised: bool, record: int = -1) -> tuple[bool, dict]:
     ps = pvalues(ref, other, renormalised, record)
-    ok = min(ps.values()) > ALPHA / len(ps) and bool(np.all(ref.diverged_step < 0) and np.all(other.diverged_step < 0))
+    ok = min(ps.values()) > ALPHA / len(ps)
     return ok, {k: f"{v:.3g}" for k, v in ps.items()}
 
 

@@ -188,3 +188,70 @@ def test_chi2_sampler_traced_df_and_vmap():
     assert np.all(np.isfinite(x)) and np.all(x > 0)
     se = np.sqrt(2 * np.asarray(dfs) / 4000)
     assert np.all(np.abs(x.mean(axis=0) - np.asarray(dfs)) < 5 * se)
+
+
+# ----------------------------------------------------------------------------- one draw per step
+
+
+def test_threefry_is_jax_threefry_bit_for_bit():
+    """The unrolled hash of the chain's draws is jax's Threefry-2x32: equal on 10^4 random
+    keys and counters. A wrong rotation constant or key schedule fails."""
+    from jax.extend.random import threefry_2x32
+
+    from sgdlab._wishart import threefry2x32
+
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        k = rng.integers(0, 2**32, 2, dtype=np.uint64).astype(np.uint32)
+        x = rng.integers(0, 2**32, (2, 2000), dtype=np.uint64).astype(np.uint32)
+        ref = np.asarray(threefry_2x32(jnp.asarray(k), jnp.asarray(x.reshape(-1))))
+        y0, y1 = threefry2x32(jnp.uint32(k[0]), jnp.uint32(k[1]), jnp.asarray(x[0]), jnp.asarray(x[1]))
+        assert np.array_equal(ref, np.concatenate([np.asarray(y0), np.asarray(y1)]))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_draws_of_one_call_are_independent_standard_variates(dtype):
+    """One ``Draws.split`` per step, as the chain does: normals N(0, 1) and uniforms U(0, 1)
+    (one-sample KS over 2 x 10^5 draws), pairwise uncorrelated within a step and between
+    consecutive steps (|corr| < 5 / sqrt(N)), and the next key differs from the current one.
+    Catches overlapping offsets (two requests reading the same words) and a next key taken
+    from the variates' words."""
+    from sgdlab._wishart import Draws
+
+    n = 20_000
+    words = Draws.normal_size((6,), dtype) + Draws.normal_size((4,), dtype)
+
+    def step(key, _):
+        nxt, dr = Draws.split(key, words, dtype)
+        return nxt, jnp.concatenate([dr.normal((6,)), dr.uniform((4,))]).astype(jnp.float64)
+
+    keys = jax.random.split(jax.random.key(11), n)
+    _, out = jax.jit(jax.vmap(lambda k: jax.lax.scan(step, k, None, length=2)))(keys)
+    out = np.asarray(out)  # (n, 2 steps, 10)
+    z, u = out[..., :6].reshape(-1), out[..., 6:].reshape(-1)
+    assert stats.kstest(z, "norm").pvalue > 1e-3
+    assert stats.kstest(u, "uniform").pvalue > 1e-3
+    flat = out.reshape(n, 20)
+    corr = np.corrcoef(flat.T)[np.triu_indices(20, 1)]
+    assert np.abs(corr).max() < 5 / np.sqrt(n)
+
+
+def test_draws_refuse_more_words_than_drawn():
+    from sgdlab._wishart import Draws
+
+    dr = Draws(jax.random.key(0), 4)
+    dr.normal((2,))
+    with pytest.raises(ValueError, match="words requested"):
+        dr.uniform((1,))
+
+
+def test_chi2_of_float32_draws_is_exact():
+    """The float32 chain's chi^2 comes from float64 variates: KS against the exact cdf at
+    df = 10^6 - 2 (where float32 arithmetic in the acceptance test would cancel)."""
+    from sgdlab._wishart import Draws
+
+    df = 1e6 - 2
+    keys = jax.random.split(jax.random.key(4), 100_000)
+    x = jax.jit(jax.vmap(lambda k: Draws(k, Draws.gamma_size((1,)), "float32").chi2(df, (1,))))(keys)
+    assert x.dtype == jnp.float32
+    assert stats.kstest(np.asarray(x, np.float64).ravel(), stats.chi2(df).cdf).pvalue > 1e-3

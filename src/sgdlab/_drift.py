@@ -104,7 +104,9 @@ def _geometry(tr, Q, M, dQ, dM, A1, moments, n, lr, lr2):
 def drift(model, second_order: bool, nodes: int | None = None):
     """(field, nodes, exact): field(t, state, args) -> d state / d step for a one-row-per-sample
     Gaussian model; ``exact`` when the rule integrates the polynomial integrand exactly.
-    ``args``: ``None`` (the model's own step sizes) or a dict with traced ``lr`` and ``lr_a``."""
+    ``args``: ``None`` (the model's own numbers) or a dict with traced ``lr`` and ``lr_a`` and
+    optionally ``d`` and ``noise`` (a factor on the label-noise nodes: the field of
+    ``model.structure(d=True)``, whose noise is 1, with the true noise traced)."""
     if model.rows != 1:
         raise ValueError(f"engine: got 'ode' for data with {model.rows} rows per sample; allowed: 'chain' or 'full'")
     p, a, r, d = model.p, model.a, model.r, model.problem.d
@@ -130,7 +132,6 @@ def drift(model, second_order: bool, nodes: int | None = None):
     CHI = jnp.asarray(pts[:, -1]) if norm else None
     w = jnp.asarray(wts)
     y2 = jnp.sum(Y * Y, axis=1)
-    base = CHI if norm else float(d - P)  # |g|^2 - |y|^2: chi^2(d - P), or its mean
     eye_a = jnp.eye(a)
     K = int(np.asarray(law.components(r, 0).prob).shape[0])
 
@@ -140,6 +141,10 @@ def drift(model, second_order: bool, nodes: int | None = None):
     def field(t, s, args):
         Q, M, a_ = s["Q"], s["M"], s["a"]
         lr, lr_a = (lr0, lr_a0) if not isinstance(args, dict) else (args["lr"], args["lr_a"])  # traced step sizes
+        # traced d and noise factor (a field built from ``model.structure(d=True)``)
+        dd, nz = (d, 1.0) if not isinstance(args, dict) else (args.get("d", d), args.get("noise", 1.0))
+        base = CHI if norm else dd - P  # |g|^2 - |y|^2: chi^2(d - P), or its mean
+        xi_ = XI * nz
         if schedule is not None:
             lr, lr_a = lr * schedule(t), lr_a * schedule(t)
         lr2 = lr**2 if second_order else 0.0
@@ -165,9 +170,9 @@ def drift(model, second_order: bool, nodes: int | None = None):
             Z = jnp.concatenate([lam, S], axis=1)
             cl_ = jnp.full((len(w),), kk, jnp.int32)
             if norm:
-                c, ga = jax.vmap(model.sample_grads, in_axes=(0, None, 0, 0, 0))(Z, a_, XI, cl_, x2)
+                c, ga = jax.vmap(model.sample_grads, in_axes=(0, None, 0, 0, 0))(Z, a_, xi_, cl_, x2)
             else:
-                c, ga = jax.vmap(model.sample_grads, in_axes=(0, None, 0, 0))(Z, a_, XI, cl_)
+                c, ga = jax.vmap(model.sample_grads, in_axes=(0, None, 0, 0))(Z, a_, xi_, cl_)
             pk = comp.prob[kk] if K > 1 else 1.0
             A1 = A1 + pk * E(lam[:, :, None] * c[:, None, :])  # E[lambda c^T]
             B1 = B1 + pk * E(c[:, :, None] * S[:, None, :])  # E[c s^T]

@@ -144,6 +144,29 @@ def _pair_polar(f: Fn, g: Fn, q1, q2, c, m: int):
     return jnp.einsum("i,j,ij->", jnp.asarray(wr), wt, vals)
 
 
+def _orthonormal_hermite(z, k: int):
+    """h_0..h_k at z (last axis j): h_{j+1} = (z h_j - sqrt(j) h_{j-1}) / sqrt(j + 1)."""
+    hs = [jnp.ones_like(z), z]
+    for j in range(1, k):
+        hs.append((z * hs[j] - math.sqrt(j) * hs[j - 1]) / math.sqrt(j + 1))
+    return jnp.stack(hs[: k + 1], axis=-1)
+
+
+def _pair_semipolynomial(f: Fn, g: Fn, q1, q2, c, m: int):
+    """g a polynomial of degree k, f not: Mehler's expansion is finite,
+    E[f(u) g(v)] = sum_{j <= k} a_j b_j rho^j with a_j = E[f(sqrt(q1) Z) h_j(Z)] (1-D rule
+    split at the kink, m nodes per half), b_j = E[g(sqrt(q2) Z) h_j(Z)] (exact Gauss–Hermite)
+    and rho = c / sqrt(q1 q2): (k + 1) one-dimensional integrals instead of a 2-D rule."""
+    k = g.degree
+    z, w = _split_rule(m)
+    a = jnp.sum((w * f(_safe_sqrt(q1) * z))[:, None] * _orthonormal_hermite(z, k), axis=0)
+    x, wx = gauss_hermite(k + 1)
+    x, wx = jnp.asarray(x), jnp.asarray(wx)
+    b = jnp.sum((wx * g(_safe_sqrt(q2) * x))[:, None] * _orthonormal_hermite(x, k), axis=0)
+    rho = _safe_div(c, _safe_sqrt(q1 * q2))
+    return jnp.sum(a * b * rho ** jnp.arange(k + 1))
+
+
 def _closed_pair(f: Fn, g: Fn, q1, q2, c):
     if _is(f, "erf") and _is(g, "erf"):
         return (2.0 / math.pi) * jnp.arcsin(c / jnp.sqrt((1.0 + q1) * (1.0 + q2)))
@@ -163,9 +186,9 @@ def pair_expectation(f, g, q1, q2, c, n: int | None = None):
     ``f, g`` are :class:`Fn` (or any spec accepted by ``resolve_fn``);
     ``q1, q2, c`` are scalars or broadcastable arrays (traceable). ``n``
     overrides the number of quadrature nodes (per axis for two polynomials, per
-    angular panel otherwise) and forces quadrature even where a closed form
-    exists. Degenerate covariances (:math:`q_1 = 0` or :math:`q_1 q_2 = c^2`)
-    are allowed.
+    angular panel otherwise) and forces the 2-D quadrature even where a closed form
+    (or, with one polynomial, a finite Mehler sum of 1-D integrals) exists.
+    Degenerate covariances (:math:`q_1 = 0` or :math:`q_1 q_2 = c^2`) are allowed.
     """
     f, g = resolve_fn(f, "f"), resolve_fn(g, "g")
     q1, q2, c = (jnp.asarray(v, dtype=jnp.float64) for v in (q1, q2, c))
@@ -176,6 +199,10 @@ def pair_expectation(f, g, q1, q2, c, n: int | None = None):
     if f.degree is not None and g.degree is not None:
         nn = n or math.ceil((f.degree + g.degree + 1) / 2) + 1
         fun = lambda a, b, d: _pair_gh(f, g, a, b, d, nn)  # noqa: E731
+    elif n is None and g.degree is not None:  # one polynomial: a finite Mehler sum
+        fun = lambda a, b, d: _pair_semipolynomial(f, g, a, b, d, QUAD_NODES)  # noqa: E731
+    elif n is None and f.degree is not None:
+        fun = lambda a, b, d: _pair_semipolynomial(g, f, b, a, d, QUAD_NODES)  # noqa: E731
     else:
         fun = lambda a, b, d: _pair_polar(f, g, a, b, d, n or QUAD_NODES)  # noqa: E731
     return jnp.vectorize(fun)(q1, q2, c)

@@ -101,6 +101,8 @@ def sequence_velocity(model, *, second_order: bool, nodes: int | None):
     def field(t, s, args):
         Q, M, a = s["Q"], s["M"], s["a"]
         lr = lr0 if not isinstance(args, dict) else args["lr"]  # traced step size
+        # traced d and noise factor (a field built from ``model.structure(d=True)``)
+        dd, nz = (d, 1.0) if not isinstance(args, dict) else (args.get("d", d), args.get("noise", 1.0))
         if schedule is not None:
             lr = lr * schedule(t)
         lr2 = lr**2 if second_order else 0.0
@@ -110,7 +112,7 @@ def sequence_velocity(model, *, second_order: bool, nodes: int | None):
         Yt = Y + delta[None, :, :2]  # (N, L, 2): shifted y~_l[0:2]
         lam = Lc[0, 0] * Yt[..., 0]
         nu = Lc[1, 0] * Y[..., 0] + Lc[1, 1] * Y[..., 1]
-        c = grads(lam, nu, XI)  # (N, L)
+        c = grads(lam, nu, XI * nz)  # (N, L)
         dl = delta[:, 2:]  # (L, P - 2)
         cl = jnp.sum(c * lam, axis=1)
         A1 = E(cl)
@@ -119,7 +121,7 @@ def sequence_velocity(model, *, second_order: bool, nodes: int | None):
         g01, g2 = E(v01), E(c) @ dl
         Ec2 = jnp.sum(E(c * c))
         Ev2 = E(jnp.sum(v01 * v01, axis=1)) + (P - 2) * Ec2 + E(jnp.sum(cd * cd, axis=1))
-        XX = (Ev2 + (d - P) * Ec2) / n + (1.0 - 1.0 / n) * (g01 @ g01 + g2 @ g2)
+        XX = (Ev2 + (dd - P) * Ec2) / n + (1.0 - 1.0 / n) * (g01 @ g01 + g2 @ g2)
         dQ = jnp.reshape(2.0 * lr * A1 + lr2 * XX, (1, 1))
         dM = lr * (Lc[1:, :2] @ g01 + Lc[1:, 2:] @ g2)[None, :]
 

@@ -134,6 +134,13 @@ class FullConfig(_Section):
     dtype: Literal["float32", "float64"] = "float32"
 
 
+class ChainConfig(_Section):
+    """``[chain]``: the exact chain's floating-point type (``float32``: faster, accuracy
+    against float64 in BENCHMARKS.md)."""
+
+    dtype: Literal["float32", "float64"] = "float64"
+
+
 class SequenceConfig(_Section):
     """``[sequence]``: L-token inputs (``sgdlab.sequence``). ``target.link`` is the per-token link
     and ``student.activation`` the student's activation; see :class:`~sgdlab.sequence.SequenceProblem`
@@ -211,14 +218,15 @@ class Config(_Section):
     train: TrainConfig = TrainConfig()
     ode: ODEConfig = ODEConfig()
     full: FullConfig = FullConfig()
+    chain: ChainConfig | None = None
     sequence: SequenceConfig | None = None
     data: DataConfig | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved configuration as plain JSON/TOML-compatible data (without a
-        ``sequence`` or ``data`` table when there is none, so configurations without them keep
-        their keys and store keys)."""
-        skip = {k for k in ("sequence", "data") if getattr(self, k) is None}
+        ``sequence``, ``data`` or ``chain`` table when there is none, so configurations without
+        them keep their keys and store keys)."""
+        skip = {k for k in ("sequence", "data", "chain") if getattr(self, k) is None}
         return self.model_dump(mode="json", exclude=skip or None)
 
 
@@ -420,7 +428,7 @@ def make_engine(cfg: Config, name: str | None = None) -> Any:
 
     name = cfg.engine if name is None else name
     if name == "chain":
-        return Chain()
+        return Chain() if cfg.chain is None else Chain(dtype=cfg.chain.dtype)
     if name == "full":
         return Full(dtype=cfg.full.dtype)
     if name == "ode":

@@ -6,7 +6,8 @@ statistic max_j |M_j0| / sqrt(Q_jj), a health flag (finite, Gram positive semi-d
 and the recorded order parameters (M, Q, a). The driver runs ``steps`` steps for all seeds
 at once: an outer loop over recording points, an inner loop over the steps between them,
 so nothing is stored over time but the order parameters, and no Python runs per step.
-Escape and divergence are checked after every step.
+Escape and divergence are checked after every step (the state of a seed that diverged is
+frozen by a selection that only runs while some seed is unhealthy).
 """
 
 from __future__ import annotations
@@ -34,16 +35,26 @@ def seed_keys(seed: int, n: int) -> jax.Array:
     return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(n))
 
 
-def _one_step(engine: Program, threshold: float, carry):
+def _all_steps(engine: Program, threshold, carry):
+    """One step of every seed. A seed whose new state is unhealthy keeps its old state from
+    then on (its divergence step is recorded); the state selection that this needs runs only
+    on steps where some seed is (or has been) unhealthy: a batch-level ``lax.cond``, so a
+    healthy batch pays for the health flags but not for selecting its state."""
     state, k, esc, div = carry
-    new = engine.step(state)
-    ok = engine.healthy(new) & (div < 0)
-    state = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, state)
+    new = jax.vmap(engine.step)(state)
+    ok = jax.vmap(engine.healthy)(new) & (div < 0)
+    state = lax.cond(jnp.all(ok), lambda: new,
+                     lambda: jax.tree.map(lambda n, o: jnp.where(_bcast(ok, n), n, o), new, state))
     k = k + 1
     div = jnp.where((div < 0) & ~ok, k, div)
-    hit = ok & (esc < 0) & (engine.escape_stat(new) >= threshold)
+    hit = ok & (esc < 0) & (jax.vmap(engine.escape_stat)(new) >= threshold)
     esc = jnp.where(hit, k, esc)
     return state, k, esc, div
+
+
+def _bcast(flag, x):
+    """The per-seed ``flag`` shaped to broadcast against ``x`` (seed axis first)."""
+    return flag.reshape(flag.shape + (1,) * (x.ndim - 1))
 
 
 def bucket(n: int) -> int:
@@ -63,7 +74,7 @@ def _advance(engine: Program, carry, buffers, start, stop, every, threshold):
     Observations go into preallocated ``buffers`` (record, seed, ...), so one compiled
     function serves every chunk length, the final partial block and the progress chunks.
     """
-    vstep = jax.vmap(partial(_one_step, engine, threshold))
+    vstep = partial(_all_steps, engine, threshold)
 
     def block(i, cb):
         c, bufs = cb

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-from .._wishart import psd_cholesky, wishart, wishart_quadratic
+from .._wishart import Draws, psd_cholesky
 from ..model import BaseModel
 from ._driver import MAX_NORM2
 from .base import Program, StochasticEngine
@@ -53,10 +53,20 @@ PSD_TOL = 1e-9  # relative: a Gram matrix with a Cholesky pivot below -PSD_TOL *
 
 @dataclass(frozen=True)
 class Chain(StochasticEngine):
-    """The exact low-dimensional chain (float64); cost per step independent of d."""
+    """The exact low-dimensional chain; cost per step independent of d.
 
+    ``dtype``: ``float64`` (default) or ``float32`` (the state and the step in single
+    precision, about twice the throughput on a CPU; the gamma variates of the Wishart term
+    are still drawn in float64). Its accuracy against float64 is measured in
+    ``benchmarks/engines.py`` (BENCHMARKS.md)."""
+
+    dtype: str = "float64"
     name: str = "chain"
     traced_d = True
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"engine.dtype: got {self.dtype!r}; allowed: 'float32' or 'float64'")
 
     def build(self, model: BaseModel) -> Program:
         stu, tr = model.student, model.training
@@ -64,10 +74,16 @@ class Chain(StochasticEngine):
         P = p + na
         n = tr.batch * R  # rows of a batch: the R rows of each of its samples
         law, start_law, r = model.data, model.init, model.r
-        a0 = jnp.asarray(stu.a0, jnp.float64)
+        dt = jnp.dtype(self.dtype)
+        a0 = jnp.asarray(stu.a0, dt)
         norm = model.needs_norm
         schedule = tr.lr_schedule
-        eye_a = jnp.eye(na)
+        eye_a = jnp.eye(na, dtype=dt)
+        # every variate of a step comes from one hash call: Y, the label noise (none drawn for a
+        # noiseless model: its structure keeps noise = 0), the Wishart term
+        noisy = model.problem.noise > 0
+        n_draws = (Draws.normal_size((n, P + int(noisy)), dt)
+                   + (Draws.wishart_size(n, dt) if norm else Draws.wishart_quadratic_size(n, p, dt)))
 
         def assemble(Q, M):
             return jnp.block([[Q, M], [M.T, eye_a]])
@@ -76,10 +92,10 @@ class Chain(StochasticEngine):
             ki, kn = jax.random.split(key)
             Q, M = start_law.gram(ki, model, start, d=hyper["d"])
             a_ = start_law.second_layer(model, start)
-            G = assemble(Q, M)
+            G = assemble(Q.astype(dt), M.astype(dt))
             L, worst = psd_cholesky(G)
-            return {"G": G, "L": L, "worst": worst, "a": a0 if a_ is None else a_, "key": kn,
-                    "lr": hyper["lr"], "lr_a": hyper["lr_a"], "noise": hyper["noise"], "d": hyper["d"],
+            return {"G": G, "L": L, "worst": worst, "a": (a0 if a_ is None else a_).astype(dt), "key": kn,
+                    **{k: hyper[k].astype(dt) for k in ("lr", "lr_a", "noise", "d")},
                     "t": jnp.zeros((), jnp.int64)}
 
         def step(s):
@@ -87,11 +103,12 @@ class Chain(StochasticEngine):
             if schedule is not None:
                 f = schedule(t)
                 lr, lr_a = lr * f, lr_a * f
-            key, ky, kxi, kk = jax.random.split(s["key"], 4)
-            Y = jax.random.normal(ky, (n, P))
+            key, dr = Draws.split(s["key"], n_draws, dt)
+            Y = dr.normal((n, P))
+            xi = s["noise"] * dr.normal((n,)) if noisy else jnp.zeros((n,), dt)
             Z0 = Y @ L.T
             Lam0, N0 = Z0[:, :p], Z0[:, p:]
-            lat = law.draw(jax.random.fold_in(kk, 1), N0.reshape(tr.batch, R, na), r, t)
+            lat = law.draw(dr.subkey(), N0.reshape(tr.batch, R, na), r, t)
             Q, M = G[:p, :p], G[:p, p:]
             sig = None if lat.sigma is None else lat.sigma.reshape(n)
             S = N0 if lat.s is None else lat.s.reshape(n, na)
@@ -101,11 +118,10 @@ class Chain(StochasticEngine):
                 delta = S - (N0 if sig is None else sig[:, None] * N0)
                 Lam = Lam + delta @ M.T
             Z = jnp.concatenate([Lam, S], axis=1)
-            xi = s["noise"] * jax.random.normal(kxi, (n,))
             if norm:
                 # the smoothed loss needs |x_b|^2: draw K_perp itself (n x n) and use the SAME
                 # draw in the lr^2 term below
-                Kp = wishart(kk, n, d - P)
+                Kp = dr.wishart(n, d - P)
                 x2 = jnp.sum(Y * Y, axis=1) + jnp.diag(Kp)
                 if sig is not None:
                     x2 = sig**2 * x2
@@ -116,7 +132,7 @@ class Chain(StochasticEngine):
                 C, ga = model.batch_grads(Z, a, xi, lat.c)
             Cs = C if sig is None else sig[:, None] * C
             YC = Y.T @ Cs
-            perp = Cs.T @ (Kp @ Cs) if norm else wishart_quadratic(kk, Cs, d - P)
+            perp = Cs.T @ (Kp @ Cs) if norm else dr.wishart_quadratic(Cs, d - P)
             noise = YC.T @ YC + perp
             if delta is not None:
                 DC = delta.T @ C
@@ -137,9 +153,9 @@ class Chain(StochasticEngine):
                 Mn = Mn * sc[:, None]
             if stu.trained:
                 a = a - lr_a * ga
-            G = assemble(Qn, Mn)
+            G = assemble(Qn.astype(dt), Mn.astype(dt))
             L, worst = psd_cholesky(G)  # the factor of the new Gram matrix: used by the next step
-            return {**s, "G": G, "L": L, "worst": worst, "a": a, "key": key, "t": t + 1}
+            return {**s, "G": G, "L": L, "worst": worst, "a": a.astype(dt), "key": key, "t": t + 1}
 
         def escape_stat(s):
             G = s["G"]

@@ -19,7 +19,6 @@ earlier result its (mean) state.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -108,11 +107,11 @@ class ODE(DeterministicEngine):
         a_start = model.init.second_layer(model, model.init.per_seed(model, 1))
         a_start = model.student.a0 if a_start is None else np.asarray(a_start).reshape(-1, p).mean(axis=0)
         y0 = {"Q": jnp.asarray(Q0), "M": jnp.asarray(M0), "a": jnp.asarray(a_start, jnp.float64)}
-        # the field and the solver are built for the model's structure: the step sizes are
-        # traced arguments, so runs differing only in lr (or horizon, recording) share them
-        structure = dataclasses.replace(model, training=dataclasses.replace(
-            tr, lr=1.0, lr_second=None, steps=1, record_every=1, escape_threshold=0.5, stop_fraction=None))
-        hyper = {"lr": jnp.asarray(tr.lr, jnp.float64), "lr_a": jnp.asarray(tr.eta_a, jnp.float64)}
+        # the field and the solver are built for the model's structure: the step sizes, d and
+        # the label noise are traced arguments, so runs differing only in them (or in the
+        # horizon, recording, threshold or start) share one compilation
+        structure = model.structure(d=True)
+        hyper = {k_: jnp.asarray(v, jnp.float64) for k_, v in model.traced_numbers().items()}
         field, nodes, exact = self._field(structure)
         err = 0.0 if exact else self._quadrature_error(structure, field, nodes, y0, hyper)
         T = float(tr.steps)
