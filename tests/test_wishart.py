@@ -193,22 +193,6 @@ def test_chi2_sampler_traced_df_and_vmap():
 # ----------------------------------------------------------------------------- one draw per step
 
 
-def test_threefry_is_jax_threefry_bit_for_bit():
-    """The unrolled hash of the chain's draws is jax's Threefry-2x32: equal on 10^4 random
-    keys and counters. A wrong rotation constant or key schedule fails."""
-    from jax.extend.random import threefry_2x32
-
-    from sgdlab._wishart import threefry2x32
-
-    rng = np.random.default_rng(0)
-    for _ in range(5):
-        k = rng.integers(0, 2**32, 2, dtype=np.uint64).astype(np.uint32)
-        x = rng.integers(0, 2**32, (2, 2000), dtype=np.uint64).astype(np.uint32)
-        ref = np.asarray(threefry_2x32(jnp.asarray(k), jnp.asarray(x.reshape(-1))))
-        y0, y1 = threefry2x32(jnp.uint32(k[0]), jnp.uint32(k[1]), jnp.asarray(x[0]), jnp.asarray(x[1]))
-        assert np.array_equal(ref, np.concatenate([np.asarray(y0), np.asarray(y1)]))
-
-
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_draws_of_one_call_are_independent_standard_variates(dtype):
     """One ``Draws.split`` per step, as the chain does: normals N(0, 1) and uniforms U(0, 1)
