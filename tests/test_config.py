@@ -84,6 +84,11 @@ def test_engine_sections_reach_the_engines():
     eng = build(cfg, engine=True).engine
     assert isinstance(eng, ODE) and eng.name == "ode"
     assert (eng.second_order, eng.rtol, eng.atol) == (False, 1e-6, 1e-9)
+    cfg = validate_config({"d": 10, "engine": "chain", "chain": {"dtype": "float32"}})
+    assert build(cfg, engine=True).engine == Chain(dtype="float32")
+    # without a [chain] table the resolved configuration (and so the store key) is unchanged
+    assert "chain" not in validate_config({"d": 10}).to_dict()
+    assert build(validate_config({"d": 10}), engine=True).engine == Chain()
 
 
 def test_cli_overrides_take_precedence(tmp_path):
@@ -113,6 +118,7 @@ def test_cli_overrides_take_precedence(tmp_path):
         (["d=2"], "d", "2"),
         (["d=true"], "d", "True"),
         (["full.dtype=float16"], "full.dtype", "'float16'"),
+        (["chain.dtype=float16"], "chain.dtype", "'float16'"),
         (["ode.rtol=0"], "ode.rtol", "0"),
         (["bogus.key=1"], "bogus", "1"),
     ],

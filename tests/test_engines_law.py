@@ -192,6 +192,8 @@ def _cached(config: str, kind: str):
             _cache[key] = _run(config, Full(dtype="float64"), SEED_FULL)
         elif kind == "chain":
             _cache[key] = _run(config, Chain(), SEED_CHAIN)
+        elif kind == "chain32":
+            _cache[key] = _run(config, Chain(dtype="float32"), SEED_CHAIN)
         else:
             _cache[key] = _run(config, planted_chain(kind), SEED_CHAIN)
     return _cache[key]
@@ -210,7 +212,9 @@ def _check_law(runs, config):
 
 
 def _check_rejects(runs, config, bug):
-    ok, ps = agree_in_law(config, runs(config, "full"), runs(config, bug))
+    ref = runs(config, "full")
+    assert np.all(ref.diverged_step < 0)  # else any run would be "rejected"
+    ok, ps = agree_in_law(config, ref, runs(config, bug))
     assert not ok, f"planted bug {bug} not detected on {config}: " + str({k: f"{v:.3g}" for k, v in ps.items()})
 
 
@@ -277,6 +281,16 @@ POWER = [
     ("batch16_p2", "no_YYt"),
     ("batch2_p3", "wishart_df_d"),
 ]
+
+
+@pytest.mark.parametrize("config", ["sph_random", "committee"])
+def test_float32_chain_agrees_in_law(runs, config):
+    """``Chain(dtype="float32")`` against the float64 full simulation, same check. Catches a
+    single-precision chain whose rounding (e.g. a float32 chi-square at large d - P, or the
+    Gram update losing the lr^2 term) shifts the law."""
+    ok, ps = agree_in_law(config, runs(config, "full"), runs(config, "chain32"))
+    assert ok, {k: f"{v:.3g}" for k, v in ps.items()}
+    assert runs(config, "chain32").M.dtype == np.float64  # results are float64 whatever the engine
 
 
 @pytest.mark.parametrize("config, bug", POWER, ids=[f"{c}-{b}" for c, b in POWER])
