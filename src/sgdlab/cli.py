@@ -13,8 +13,8 @@
 - ``sgdlab demo [--out results/demo]``: a single-index h3 target learnt by spherical SGD on
   all three engines, with a figure and a table.
 - ``sgdlab reproduce NAME [--quick] [--engine chain|full] [--store DIR] [--out DIR]``: a system
-  of the literature (``info-exponent``, ``smoothing``, ``batch-size``) with figures, a table and a JSON of fitted
-  numbers (:mod:`sgdlab.reproduce`).
+  of the literature (``info-exponent``, ``smoothing``, ``batch-size``, ``ssi``, ``fourier``) with figures, a
+  table and a JSON of fitted numbers (:mod:`sgdlab.reproduce`).
 
 Invalid input (configuration, overrides, options) is reported as one line
 ``error: field: got VALUE; allowed: WHAT`` on stderr with exit status 2.
@@ -563,9 +563,11 @@ def demo_command(
 
 @app.command("reproduce")
 def reproduce_command(
-    name: Annotated[str, typer.Argument(help="info-exponent, smoothing, batch-size or ssi.", show_default=False)],
+    name: Annotated[str, typer.Argument(help="info-exponent, smoothing, batch-size, ssi or fourier.",
+                                        show_default=False)],
     quick: Annotated[bool, typer.Option("--quick", help="Small version (minutes on a laptop).")] = False,
-    engine: Annotated[str, typer.Option("--engine", help="chain or full.")] = "chain",
+    engine: Annotated[str | None, typer.Option("--engine", help="chain or full [chain; fourier: full only].",
+                                               show_default=False)] = None,
     store: Annotated[Path, typer.Option("--store", help="Results store folder (runs are cached there).")] = Path(
         "results/store"
     ),
@@ -584,8 +586,10 @@ def reproduce_command(
     fn = get(name)
     n_seeds = _int_option("--seeds", seeds, "a positive integer")
     n_workers = _int_option("--workers", workers, "a positive integer")
-    opts: dict[str, Any] = dict(quick=quick, engine=engine, store=store, out=out, seeds=n_seeds, workers=n_workers,
+    opts: dict[str, Any] = dict(quick=quick, store=store, out=out, seeds=n_seeds, workers=n_workers,
                                 progress=sys.stderr.isatty())
+    if engine is not None:  # else each reproduction's own default
+        opts["engine"] = engine
     if links is not None:
         if name != "info-exponent":
             raise ConfigError(f"--links: got {links!r}; allowed: only with info-exponent")

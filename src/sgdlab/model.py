@@ -501,14 +501,20 @@ class Model(BaseModel):
     def check(self) -> None:
         """Cross-field checks that no single section can make."""
         p, a, d = self.p, self.a, self.problem.d
-        if d <= p + a:
+        if not self.data.gaussian:
+            # full engine only: the frame may be every coordinate (M is then the whole W); the
+            # chain's Wishart constraints below do not apply (the chain refuses these laws)
+            if a > d:
+                raise _bad("data.frame", a, f"at most d = {d} frame coordinates")
+        elif d <= p + a:
             raise _bad("d", d, f"an integer > width + frame directions = {p + a}")
-        # the chain draws Wishart(d - p - a) matrices of size min(batch, width), or batch x batch
-        # when the loss needs |x|^2 (Bartlett needs at least that many degrees of freedom)
-        need = self.training.batch if self.training.smoothed else min(self.training.batch, p)
-        if d - p - a < need:
-            what = "batch" if self.training.smoothed else "min(batch, width)"
-            raise _bad("d", d, f"an integer >= width + frame directions + {what} = {p + a + need}")
+        else:
+            # the chain draws Wishart(d - p - a) matrices of size min(batch, width), or batch x batch
+            # when the loss needs |x|^2 (Bartlett needs at least that many degrees of freedom)
+            need = self.training.batch if self.training.smoothed else min(self.training.batch, p)
+            if d - p - a < need:
+                what = "batch" if self.training.smoothed else "min(batch, width)"
+                raise _bad("d", d, f"an integer >= width + frame directions + {what} = {p + a + need}")
         if self.training.smoothed and not self.training.renormalise:
             raise _bad("train.smoothing", self.training.smoothing,
                        "null unless the rows stay on the unit sphere (spherical or projected)")

@@ -16,7 +16,11 @@ confidence intervals beside the theory, wall time, device, package versions).
 - ``ssi``: sequence single-index models and single-layer attention: escape time vs sequence
   length for tied, position-specific and attention students, the positional/semantic
   landscape and its omega transitions, ODE vs simulation (Arnaboldi, Loureiro, Stephan,
-  Krzakala, Zdeborova 2025), :mod:`sgdlab.reproduce.ssi`.
+  Krzakala, Zdeborova 2025), :mod:`sgdlab.reproduce.ssi`;
+- ``fourier``: classes that share their Fourier amplitudes and differ in their phases: samples
+  to above-chance accuracy vs N (~N^3 for a flat spectrum, fitted as a power law and against
+  N^3 log^2 N), faster learning with power-law spectra, amplitudes before phases, weight spectra
+  over time (Ricci, Merger, Goldt 2026), on the full engine, :mod:`sgdlab.reproduce.fourier`.
 """
 
 from __future__ import annotations
@@ -50,11 +54,18 @@ def _ssi() -> Callable:
     return reproduce
 
 
+def _fourier() -> Callable:
+    from .fourier import reproduce
+
+    return reproduce
+
+
 REPRODUCTIONS: dict[str, Callable[[], Callable]] = {
     "info-exponent": _info_exponent,
     "smoothing": _smoothing,
     "batch-size": _batch_size,
     "ssi": _ssi,
+    "fourier": _fourier,
 }
 
 
