@@ -11,7 +11,8 @@ with K_fg(q1, q2, c) = E[f(u) g(v)] from closed forms where they exist (Mehler f
 polynomials, Saad–Solla for erf, arc-cosine kernels for relu) and otherwise quadrature
 (``sgdlab._kernels``). ``square`` reports 1/2 E[(f - y)^2]; ``correlation`` reports -E[y f].
 Targets given as a function of all r fields use (1 + r)- and r-dimensional Gauss–Hermite
-rules; custom losses a (p + r + 1)-dimensional one (noise as the last axis).
+rules; custom losses a (p + r)-dimensional one (p + r + 1 with label noise as the last
+axis), with at most GENERAL_POINTS points.
 With a smoothed loss (``Training.smoothing``) the risk is that of the unsmoothed base loss.
 
 Other Gaussian data laws (``sgdlab.data``): per mixture component k the student fields and
@@ -171,12 +172,16 @@ def _population_risk(model: Model, M: jax.Array, Q: jax.Array, a: jax.Array) -> 
         if tr.loss == "square":
             return 0.5 * (ff - 2.0 * fy + yy + prob.noise**2)
         return -fy
+    # a custom loss: a tensor Gauss–Hermite rule over (lam, nu) and, with label noise, xi; it
+    # runs for every (seed, record) state, so the budget of the general rule (GENERAL_POINTS)
     p, r = model.p, model.r
     G = jnp.block([[Q, M], [M.T, jnp.eye(r)]])
+    if prob.noise == 0:
+        loss = jax.vmap(lambda z: model.base_loss(z, a, jnp.zeros((), z.dtype)))  # unsmoothed base loss
+        return gaussian_expectation(loss, G, quadrature_nodes(p + r, budget=GENERAL_POINTS))
     cov = jnp.zeros((p + r + 1, p + r + 1)).at[: p + r, : p + r].set(G).at[-1, -1].set(1.0)
-    n = quadrature_nodes(p + r + 1)
     loss = jax.vmap(lambda z: model.base_loss(z[:-1], a, z[-1]))  # unsmoothed base loss
-    return gaussian_expectation(loss, cov, n)
+    return gaussian_expectation(loss, cov, quadrature_nodes(p + r + 1, budget=GENERAL_POINTS))
 
 
 @functools.lru_cache(maxsize=64)
