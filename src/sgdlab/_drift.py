@@ -101,6 +101,15 @@ def _geometry(tr, Q, M, dQ, dM, A1, moments, n, lr, lr2):
     return dQ, dM
 
 
+def traced_args(args, lr: float, lr_a: float, d: int):
+    """(lr, lr_a, d, noise factor) of a field call: the model's own numbers when ``args`` is
+    not a dict, else the traced ``lr``, ``lr_a`` and, when given, ``d`` and ``noise`` (a field
+    built from ``model.structure(d=True)``, whose noise is 1, with the true noise traced)."""
+    if not isinstance(args, dict):
+        return lr, lr_a, d, 1.0
+    return args["lr"], args["lr_a"], args.get("d", d), args.get("noise", 1.0)
+
+
 def drift(model, second_order: bool, nodes: int | None = None):
     """(field, nodes, exact): field(t, state, args) -> d state / d step for a one-row-per-sample
     Gaussian model; ``exact`` when the rule integrates the polynomial integrand exactly.
@@ -140,9 +149,7 @@ def drift(model, second_order: bool, nodes: int | None = None):
 
     def field(t, s, args):
         Q, M, a_ = s["Q"], s["M"], s["a"]
-        lr, lr_a = (lr0, lr_a0) if not isinstance(args, dict) else (args["lr"], args["lr_a"])  # traced step sizes
-        # traced d and noise factor (a field built from ``model.structure(d=True)``)
-        dd, nz = (d, 1.0) if not isinstance(args, dict) else (args.get("d", d), args.get("noise", 1.0))
+        lr, lr_a, dd, nz = traced_args(args, lr0, lr_a0, d)
         base = CHI if norm else dd - P  # |g|^2 - |y|^2: chi^2(d - P), or its mean
         xi_ = XI * nz
         if schedule is not None:

@@ -50,7 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._drift import _geometry
+from ._drift import _geometry, traced_args
 from ._kernels import _tensor_rule
 from ._wishart import psd_cholesky
 from .risk import quadrature_nodes
@@ -100,9 +100,7 @@ def sequence_velocity(model, *, second_order: bool, nodes: int | None):
 
     def field(t, s, args):
         Q, M, a = s["Q"], s["M"], s["a"]
-        lr = lr0 if not isinstance(args, dict) else args["lr"]  # traced step size
-        # traced d and noise factor (a field built from ``model.structure(d=True)``)
-        dd, nz = (d, 1.0) if not isinstance(args, dict) else (args.get("d", d), args.get("noise", 1.0))
+        lr, _, dd, nz = traced_args(args, lr0, 0.0, d)
         if schedule is not None:
             lr = lr * schedule(t)
         lr2 = lr**2 if second_order else 0.0

@@ -1,10 +1,10 @@
 """Exact samplers for the Gram matrices of Gaussian vectors (Bartlett decomposition).
 
-Every sampler here takes its randomness from a :class:`Draws`: the U[0, 1) variates of one
-``jax.random.uniform`` call, handed out in order at trace time, so that a chain step draws
-all its Gaussian, chi-square and uniform variates with one key split and one call. The
-key-based functions (``gamma(key, ...)``, ``wishart(key, ...)``, ...) make a ``Draws`` of
-exactly the size they need.
+Every sampler here takes its randomness from a :class:`Draws`: the words of one Threefry
+hash call, handed out in order at trace time, so that a chain step draws its next key and all
+its Gaussian, chi-square and uniform variates with one call. The key-based functions
+(``gamma(key, ...)``, ``wishart(key, ...)``, ...) make a ``Draws`` of exactly the size they
+need.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def _words(size: int, dtype) -> int:
 def _unit_interval(bits: jax.Array, dtype) -> jax.Array:
     """U[0, 1) from random words: the top mantissa bits of a float in [1, 2), minus 1."""
     if jnp.dtype(dtype).itemsize == 8:
-        w = bits.reshape(2, -1).astype(jnp.uint64) if bits.size else bits.astype(jnp.uint64).reshape(2, 0)
+        w = bits.reshape(2, -1).astype(jnp.uint64)
         b = (w[0] << jnp.uint64(32)) | w[1]
         f = jax.lax.bitcast_convert_type((b >> jnp.uint64(12)) | jnp.uint64(0x3FF0000000000000), jnp.float64)
     else:

@@ -91,6 +91,12 @@ class StochasticEngine(Engine):
     def build(self, model) -> Program: ...
 
 
+def check_dtype(dtype: str) -> None:
+    """The one-line error of an engine's ``dtype`` option (``float32`` or ``float64``)."""
+    if dtype not in ("float32", "float64"):
+        raise ValueError(f"engine.dtype: got {dtype!r}; allowed: 'float32' or 'float64'")
+
+
 class DeterministicEngine(Engine):
     """An engine that integrates the order parameters: ``solve(model, record, progress)``."""
 

@@ -44,7 +44,7 @@ import jax.numpy as jnp
 from .._wishart import Draws, psd_cholesky
 from ..model import BaseModel
 from ._driver import MAX_NORM2
-from .base import Program, StochasticEngine
+from .base import Program, StochasticEngine, check_dtype
 
 __all__ = ["Chain"]
 
@@ -56,8 +56,8 @@ class Chain(StochasticEngine):
     """The exact low-dimensional chain; cost per step independent of d.
 
     ``dtype``: ``float64`` (default) or ``float32`` (the state and the step in single
-    precision, about twice the throughput on a CPU; the gamma variates of the Wishart term
-    are still drawn in float64). Its accuracy against float64 is measured in
+    precision, about 1.3x the throughput on a CPU; d and the gamma variates of the Wishart
+    term stay float64). Its accuracy against float64 is measured in
     ``benchmarks/engines.py`` (BENCHMARKS.md)."""
 
     dtype: str = "float64"
@@ -65,8 +65,7 @@ class Chain(StochasticEngine):
     traced_d = True
 
     def __post_init__(self) -> None:
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"engine.dtype: got {self.dtype!r}; allowed: 'float32' or 'float64'")
+        check_dtype(self.dtype)
 
     def build(self, model: BaseModel) -> Program:
         stu, tr = model.student, model.training
@@ -95,7 +94,8 @@ class Chain(StochasticEngine):
             G = assemble(Q.astype(dt), M.astype(dt))
             L, worst = psd_cholesky(G)
             return {"G": G, "L": L, "worst": worst, "a": (a0 if a_ is None else a_).astype(dt), "key": kn,
-                    **{k: hyper[k].astype(dt) for k in ("lr", "lr_a", "noise", "d")},
+                    **{k: hyper[k].astype(dt) for k in ("lr", "lr_a", "noise")},
+                    "d": hyper["d"],  # float64: only in the chi^2 degrees of freedom d - P
                     "t": jnp.zeros((), jnp.int64)}
 
         def step(s):

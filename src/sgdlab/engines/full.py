@@ -24,7 +24,7 @@ import jax.numpy as jnp
 
 from ..model import BaseModel
 from ._driver import MAX_NORM2
-from .base import Program, StochasticEngine
+from .base import Program, StochasticEngine, check_dtype
 
 __all__ = ["Full"]
 
@@ -38,8 +38,7 @@ class Full(StochasticEngine):
     gaussian_only = False
 
     def __post_init__(self) -> None:
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"engine.dtype: got {self.dtype!r}; allowed: 'float32' or 'float64'")
+        check_dtype(self.dtype)
 
     def build(self, model: BaseModel) -> Program:
         prob, stu, tr = model.problem, model.student, model.training
