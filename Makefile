@@ -16,11 +16,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: $(STAMP)
 	$(BIN)/sgdlab demo --out results/demo
 
-# One process per test module: in a single long-lived process holding the compiled programs
-# of the whole suite, XLA's CPU compiler segfaulted (twice, at the same test); each module
-# passes on its own.
+# One pytest process per test module (a single long-lived process holding the compiled programs
+# of the whole suite made XLA's CPU compiler segfault), as many modules at a time as there are
+# cores (compilation, most of the suite's time, is single-threaded): tests/run_suite.py.
+# SGDLAB_TEST_JOBS=1 runs them one after the other.
 test: $(STAMP)
-	@set -e; for f in tests/test_*.py; do echo "== $$f"; $(BIN)/python -m pytest -q --durations=3 $$f; done
+	$(BIN)/python tests/run_suite.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
