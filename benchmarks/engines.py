@@ -252,8 +252,8 @@ def bench_ode(steps: int, repeat: int) -> dict:
         "record_every": steps // 100,
         "first_call_s": first,
         "wall_s": best,
-        "escape_step": int(res.escape_step[0]),
-        "diverged_step": int(res.diverged_step[0]),
+        "escape_step": res.escape()[0],  # None: never
+        "diverged_step": res.diverged()[0],
     }
 
 
@@ -397,7 +397,8 @@ def markdown(report: dict) -> str:
     ]
     for o in report["ode"]:
         esc = o["escape_step"]
-        lines.append(f"| {_sci(o['steps'])} | {o['wall_s']:.2f} s | {esc:.4g} | {o['first_call_s']:.1f} s |")
+        esc = "never" if esc is None or esc < 0 else f"{esc:.4g}"
+        lines.append(f"| {_sci(o['steps'])} | {o['wall_s']:.2f} s | {esc} | {o['first_call_s']:.1f} s |")
     lines += ["", "Targets (evaluated on the `run` numbers; engine-only in parentheses):", ""]
     for t in report["targets"]:
         lines.append(f"- **{'PASS' if t['pass'] else 'FAIL'}** {t['name']}: {t['detail']}")

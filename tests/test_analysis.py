@@ -162,9 +162,10 @@ def test_signed_escape_and_start_sign():
         [0, 10, 20, 30],
         [15, 17, -1],
     )
-    assert signed_escape(res, 0.5, +1).tolist() == [20, -1, -1]
-    assert signed_escape(res, 0.5, -1).tolist() == [-1, 20, -1]
-    assert signed_escape(res, 0.5, None).tolist() == [20, 20, -1]
+    nan = np.nan
+    np.testing.assert_array_equal(signed_escape(res, 0.5, +1), [20, nan, nan])
+    np.testing.assert_array_equal(signed_escape(res, 0.5, -1), [nan, 20, nan])
+    np.testing.assert_array_equal(signed_escape(res, 0.5, None), [20, 20, nan])
     assert start_sign(res).tolist() == [1, -1, 0]
     with pytest.raises(ValueError):
         signed_escape(res, 0.5, 2)

@@ -102,7 +102,7 @@ def pvalues(ref, other, renormalised: bool, record: int = -1) -> dict[str, float
         return final_entries(cut, renormalised)
 
     def alive(res, e):  # seeds that neither diverged nor hold a non-finite entry
-        return (res.diverged_step < 0) & np.all([np.isfinite(v) for v in e.values()], axis=0)
+        return np.isnan(res.diverged_step) & np.all([np.isfinite(v) for v in e.values()], axis=0)
 
     e1, e2 = entries(ref), entries(other)
     k1, k2 = alive(ref, e1), alive(other, e2)

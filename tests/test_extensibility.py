@@ -28,7 +28,7 @@ def test_inline_activation_target_and_loss_run_on_every_engine():
     od = run(pb, st, tr, engine=ODE())
     for res in (ch, fu, od):
         assert np.isfinite(res.M).all() and np.isfinite(res.risk).all()
-        assert (res.diverged_step == -1).all()
+        assert np.isnan(res.diverged_step).all()
     # the run moved: the overlap with direction 0 grew markedly
     assert ch.M[:, -1, 0, 0].mean() > 0.3
     pvals = [ss.ks_2samp(ch.M[:, -1, i, j], fu.M[:, -1, i, j]).pvalue for i in range(2) for j in range(2)]

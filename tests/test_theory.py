@@ -128,7 +128,7 @@ def test_effective_escape_matches_ode_engine(lrd, escapes):
         Training(lr=lr, steps=2 * 10**10, spherical=True, init=m0, record_every=10**9),
         engine=ODE(),
     )
-    step = int(res.escape_step[0])
+    step = res.escape_step[0]
     if escapes:
         # lr d = 1e-3: m_c = 0.016 < m0, escape in ~7.6e9 steps; the ODE's extra terms are O(1/d)
         assert math.isfinite(theory) and step > 0
@@ -136,4 +136,4 @@ def test_effective_escape_matches_ode_engine(lrd, escapes):
     else:
         # lr d = 1e-2: m_c = 0.16 > m0 = 0.05, the renormalisation term traps the overlap
         assert critical_overlap("h3", lr, d) > m0
-        assert theory == math.inf and step == -1
+        assert theory == math.inf and np.isnan(step)

@@ -7,11 +7,19 @@
 >>> from sgdlab import Problem, Student, Training, run, Chain
 >>> res = run(Problem(d=1000, link="h3"), Student(activation="h3"),
 ...           Training(lr=1e-3, steps=10_000, spherical=True), engine=Chain(), seeds=64)
+
+Precision: ``import sgdlab`` turns on JAX's ``jax_enable_x64`` for the whole process, because
+the engines and the theory compute in float64 (the chain's statistics near m ~ d^{-1/2}, the
+ODE, the quadratures). JAX has one such switch per process, so after the import a JAX array
+made *without* a dtype is float64 in the caller's code too; arrays and functions given an
+explicit ``dtype=jnp.float32`` stay float32, and ``Full(dtype="float32")`` and
+``Chain(dtype="float32")`` run the engines in single precision. Turning the switch off again
+after the import makes :func:`run` stop with a one-line error rather than compute in float32.
 """
 
 import jax
 
-jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_enable_x64", True)  # the one place: see "Precision" above
 
 from ._functions import Fn, hermite_coefficients, information_exponent, resolve_fn  # noqa: E402
 from .api import run  # noqa: E402

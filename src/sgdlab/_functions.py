@@ -52,7 +52,6 @@ import numpy as np
 import scipy.special
 from jax.scipy.special import erf as _jerf
 
-jax.config.update("jax_enable_x64", True)
 
 __all__ = [
     "Fn",

@@ -53,13 +53,10 @@ import itertools
 import math
 from collections.abc import Callable
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ._functions import Fn, gauss_hermite, resolve_fn
-
-jax.config.update("jax_enable_x64", True)
 
 __all__ = ["expectation_1d", "gaussian_expectation", "mehler", "pair_expectation"]
 

@@ -156,8 +156,9 @@ def escape_statistics(
     r"""Escape fraction and censoring-aware median escape time of a set of seeds.
 
     ``escape_steps[i]``: first step at which seed i reached the threshold (0: at the start),
-    or -1 if it did not within ``horizon`` steps (censored at ``horizon``). Optional
-    ``censor_steps[i]`` (used only where ``escape_steps[i] == -1``) censors a seed earlier, e.g.
+    or NaN (as in ``Result.escape_step``; -1 is read the same) if it did not within ``horizon``
+    steps (censored at ``horizon``). Optional ``censor_steps[i]`` (used only where seed i did
+    not escape; NaN or negative: at the horizon) censors a seed earlier, e.g.
     at its divergence step; the median is then the general Kaplan–Meier median.
 
     Median: :func:`km_median`; with all censoring at the horizon it is the
@@ -167,12 +168,13 @@ def escape_statistics(
     takes the :math:`(1\mp\text{level})/2` quantiles (inverted-CDF, no interpolation) of the
     bootstrap medians, infinite ones included.
     """
-    e = np.asarray(escape_steps, dtype=np.int64).reshape(-1)
+    e = np.asarray(escape_steps, dtype=np.float64).reshape(-1)
     n = int(e.size)
     if n == 0:
         raise ValueError("escape_steps: got an empty array; allowed: at least one seed")
-    if np.any(e < -1):
-        raise ValueError("escape_steps: values must be >= 0 (escape step) or -1 (censored)")
+    if np.any(e < -1) or np.any(np.isinf(e)):
+        raise ValueError("escape_steps: values must be >= 0 (escape step), NaN or -1 (censored)")
+    e = np.where(np.isnan(e), -1.0, e)
     horizon = int(horizon)
     if np.any(e > horizon):
         raise ValueError(f"escape_steps: an escape step exceeds the horizon {horizon}")
@@ -185,7 +187,7 @@ def escape_statistics(
         c = np.asarray(censor_steps, dtype=np.float64).reshape(-1)
         if c.size != n:
             raise ValueError("censor_steps: must have one entry per seed")
-        c = np.where(c < 0, horizon, np.minimum(c, horizon))
+        c = np.where(np.isnan(c) | (c < 0), horizon, np.minimum(c, horizon))
         times = np.where(escaped, times, c)
         early = bool(np.any(~escaped & (c < horizon)))
     k = int(escaped.sum())
@@ -234,7 +236,8 @@ def start_sign(result: Result, row: int = 0) -> np.ndarray:
 def signed_escape(result: Result, threshold: float = 0.5, sign: int | None = +1) -> np.ndarray:
     r"""Escape step per seed recomputed from the recorded normalised overlaps
     :math:`m = M_{j0}/\sqrt{Q_{jj}}`: the first recorded step at which some row has
-    ``sign * m >= threshold`` (``sign=None``: :math:`|m| \ge` threshold); -1 if none.
+    ``sign * m >= threshold`` (``sign=None``: :math:`|m| \ge` threshold); NaN if none (the
+    convention of ``Result.escape_step``).
 
     Use ``sign=+1`` for odd information exponent, where the drift pushes towards the sign of
     :math:`c_k(g) c_k(\sigma)` and the two signs are not equivalent; condition on a positive start
@@ -252,7 +255,7 @@ def signed_escape(result: Result, threshold: float = 0.5, sign: int | None = +1)
         raise ValueError(f"sign: got {sign!r}; allowed: +1, -1 or None")
     hit = np.nan_to_num(s, nan=-np.inf).max(axis=2) >= threshold  # (S, R)
     first = np.argmax(hit, axis=1)
-    return np.where(hit.any(axis=1), np.asarray(result.steps)[first], -1).astype(np.int64)
+    return np.where(hit.any(axis=1), np.asarray(result.steps)[first], np.nan).astype(np.float64)
 
 
 def escape_from_result(
@@ -275,7 +278,7 @@ def escape_from_result(
         level=level,
         n_boot=n_boot,
         seed=seed,
-        censor_steps=np.where(e < 0, dv, -1),
+        censor_steps=np.where(np.isnan(e), dv, np.nan),
     )
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import numpy as np
 
-from .engines import Chain
+from .engines import ODE, Chain, Full
 from .engines._driver import drive, seed_keys
 from .engines.base import DeterministicEngine, StochasticEngine
 from .model import Model, Problem, Record, Student, Training, _bad, _positive_int
@@ -17,6 +19,55 @@ from .result import Result
 from .risk import risk_table
 
 __all__ = ["run"]
+
+_ENGINES = {"full": Full, "chain": Chain, "ode": ODE}
+
+
+def _engine(engine: Any) -> Any:
+    """``engine`` as an engine object: ``None`` is ``Chain()``, a name its default engine."""
+    if engine is None:
+        return Chain()
+    if isinstance(engine, str):
+        if engine.lower() not in _ENGINES:
+            raise _bad("engine", engine, "'full', 'chain', 'ode', Full(), Chain() or ODE()")
+        return _ENGINES[engine.lower()]()
+    if not isinstance(engine, StochasticEngine | DeterministicEngine):
+        raise _bad("engine", engine, "'full', 'chain', 'ode', Full(), Chain() or ODE()")
+    return engine
+
+
+def _check_x64() -> None:
+    """sgdlab's engines compute in float64; ``import sgdlab`` turns ``jax_enable_x64`` on, and a
+    caller who turned it off afterwards would get float32 arithmetic without a word."""
+    if not jax.config.jax_enable_x64:
+        raise RuntimeError(
+            "jax_enable_x64: got False (turned off after importing sgdlab); allowed: True, "
+            "which sgdlab needs: jax.config.update('jax_enable_x64', True)"
+        )
+
+
+def _description(problem: Any, student: Any, training: Any, engine: Any, seeds: int, seed: int) -> dict[str, Any]:
+    """The resolved configuration of a Python run: the fields of its objects (functions and
+    laws by their repr), kept in ``Result.config`` and ``summary.json``."""
+    from ._functions import Fn
+    from .io import _jsonable
+
+    def fields(obj: Any) -> Any:
+        if isinstance(obj, Fn):
+            return obj.name
+        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+            return {"type": type(obj).__name__} | {f.name: fields(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return obj
+
+    return _jsonable({
+        "problem": fields(problem),
+        "student": fields(student),
+        "training": fields(training),
+        "engine": engine.name,
+        "engine_options": fields(engine),
+        "seeds": seeds,
+        "seed": seed,
+    })
 
 
 @functools.lru_cache(maxsize=64)
@@ -53,7 +104,8 @@ def run(
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
 ) -> Result:
-    """Train ``student`` on ``problem`` with ``training`` on ``engine`` (default ``Chain()``).
+    """Train ``student`` on ``problem`` with ``training`` on ``engine`` (default ``Chain()``;
+    ``"full"``, ``"chain"`` or ``"ode"`` name the engines with their default options).
 
     ``record`` (a :class:`Record`) says what is recorded: every how many steps, the escape
     threshold, the stop fraction (default: the values in ``training``). ``seeds``
@@ -61,9 +113,8 @@ def run(
     ``progress(steps_done)`` is called between compiled chunks for long runs.
     Every engine returns the same :class:`Result`.
     """
-    engine = Chain() if engine is None else engine
-    if not isinstance(engine, StochasticEngine | DeterministicEngine):
-        raise _bad("engine", engine, "Full(), Chain() or ODE()")
+    _check_x64()
+    engine = _engine(engine)
     if record is not None and not isinstance(record, Record):
         raise _bad("record", record, "a Record(every=..., escape_threshold=..., stop_fraction=...)")
     record = Record.of(training) if record is None else record
@@ -111,4 +162,5 @@ def run(
         trained_second_layer=student.trained,
         wall_time=time.perf_counter() - t0,
         info=info,
+        config=_description(problem, student, training, engine, seeds, seed),
     )

@@ -201,4 +201,5 @@ def read_result(run_dir: str | Path) -> Result:
         trained_second_layer=trained,
         wall_time=float(summary.get("wall_time") or 0.0),
         info=summary.get("info") or {},
+        config=summary.get("config"),
     )

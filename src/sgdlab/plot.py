@@ -17,26 +17,35 @@ import numpy as np
 
 from .io import _atomic_write, read_run, trajectory_by_seed
 
-__all__ = ["load_curves", "plot_runs"]
+__all__ = ["curves_of_result", "figure_of", "load_curves", "plot_runs"]
 
 
 def load_curves(run_dir: str | Path) -> dict:
     """Per-seed curves of a run folder: t (records,), overlap and risk (seeds, records), label."""
     table, summary = read_run(run_dir)
     cols = trajectory_by_seed(table, ["t", "M_0_0", "Q_0_0", "risk"])
-    overlap = cols["M_0_0"] / np.sqrt(cols["Q_0_0"])
-    config = summary.get("config") or {}
-    init = (config.get("train") or {}).get("init", "random")
-    absolute = init == "random"  # "random_positive" keeps its sign
-    if absolute:
-        overlap = np.abs(overlap)
     engine = summary.get("engine", "?")
-    n = int(summary.get("n_seeds", overlap.shape[0]))
+    n = int(summary.get("n_seeds", cols["t"].shape[0]))
     label = f"{engine}, d={summary.get('d', '?')}" + (f" ({n} seeds)" if n > 1 else "")
+    return _curves(cols["t"][0], cols["M_0_0"] / np.sqrt(cols["Q_0_0"]), cols["risk"], label, summary)
+
+
+def curves_of_result(result, label: str | None = None) -> dict:
+    """The curves of :func:`load_curves` from a :class:`~sgdlab.Result` in memory."""
+    n = result.n_seeds
+    label = label or f"{result.engine}, d={result.d}" + (f" ({n} seeds)" if n > 1 else "")
+    summary = {"config": result.config or {}}
+    return _curves(np.asarray(result.t), result.overlap()[:, :, 0, 0], np.asarray(result.risk), label, summary)
+
+
+def _curves(t, overlap, risk, label: str, summary: dict) -> dict:
+    config = summary.get("config") or {}
+    train = config.get("train") or config.get("training") or {}
+    absolute = train.get("init", "random") == "random"  # "random_positive" keeps its sign
     return {
-        "t": cols["t"][0],
-        "overlap": overlap,
-        "risk": cols["risk"],
+        "t": t,
+        "overlap": np.abs(overlap) if absolute else overlap,
+        "risk": risk,
         "label": label,
         "absolute": absolute,
         "summary": summary,
@@ -68,6 +77,16 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path | None = None, *, 
         raise ValueError("plot: got no run folders; allowed: one or more folders written by 'sgdlab run'")
     curves = [load_curves(d) for d in dirs]
     out_path = Path(out) if out is not None else dirs[0] / "figure.png"
+    fig = figure_of(curves, title=title)
+    _atomic_write(out_path, lambda p: fig.savefig(p, dpi=120, format="png"))
+    plt.close(fig)
+    return out_path
+
+
+def figure_of(curves: Sequence[dict], *, title: str | None = None):
+    """The overlay figure (overlap above, risk below) of curves from :func:`load_curves`
+    (drawn with pyplot's current backend: inline in a notebook, Agg in ``sgdlab plot``)."""
+    import matplotlib.pyplot as plt
 
     fig, (ax_m, ax_r) = plt.subplots(2, 1, figsize=(7.0, 6.5), sharex=True, constrained_layout=True)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -91,6 +110,4 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path | None = None, *, 
     ax_r.set_xlabel(r"$t$ = samples / $d$")
     if title:
         ax_m.set_title(title)
-    _atomic_write(out_path, lambda p: fig.savefig(p, dpi=120, format="png"))
-    plt.close(fig)
-    return out_path
+    return fig
