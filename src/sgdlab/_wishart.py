@@ -165,7 +165,10 @@ class Draws:
 
         def body(st):  # the key is derived here, so a step whose proposals all passed pays no hash
             g, ok, i = st
-            k1, k2 = jax.random.split(jax.random.fold_in(jax.random.fold_in(key, j), i))
+            # the barrier ties the key to the loop counter: without it XLA hoists the
+            # loop-invariant fold_in(key, j) out of the loop and every step pays for it
+            k, i_ = jax.lax.optimization_barrier((key, i))
+            k1, k2 = jax.random.split(jax.random.fold_in(jax.random.fold_in(k, j), i_))
             g2, ok2 = accept(jax.random.normal(k1, shape, dtype), jax.random.uniform(k2, shape, dtype))
             return jnp.where(ok, g, g2), ok | ok2, i + 1
 
