@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean docs browser
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -20,8 +20,19 @@ demo: $(STAMP)
 # of the whole suite made XLA's CPU compiler segfault), as many modules at a time as there are
 # cores (compilation, most of the suite's time, is single-threaded): tests/run_suite.py.
 # SGDLAB_TEST_JOBS=1 runs them one after the other.
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python tests/run_suite.py
+
+# The documentation site (mkdocs-material) into site/; STRICT=1 (CI) makes warnings, broken
+# links included, errors.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build $(if $(STRICT),--strict) -q
+
+# Debian's chromium for tests/test_docs.py (a headless browser driven by playwright's Python
+# package; nothing downloads a browser of its own). Idempotent; needs root or sudo.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
@@ -30,4 +41,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/engines.py --update-md
 
 clean:
-	rm -rf $(VENV) results
+	rm -rf $(VENV) results site
