@@ -109,12 +109,19 @@ def test_set_and_engine_overrides_reach_the_run(full_run):
     assert summary["steps"] == 20
 
 
-def test_default_out_dir_is_stem_and_engine(config_file, tmp_path, monkeypatch):
+def test_default_out_dir_depends_on_the_settings(config_file, tmp_path, monkeypatch):
+    """Planted bug: the default folder results/<config>-<engine> without the settings' key (a
+    --set run replaced the earlier run): the two runs below would share one folder."""
     monkeypatch.chdir(tmp_path)
     res = runner.invoke(app, ["run", str(config_file)])  # same model as chain_run: compiled already
     assert res.exit_code == 0, res.output
-    assert (tmp_path / "results" / "tiny-chain" / "summary.json").is_file()
-    assert "chain" in res.stdout and "tiny-chain" in res.stdout
+    res2 = runner.invoke(app, ["run", str(config_file), "--set", "train.lr=0.04"])
+    assert res2.exit_code == 0, res2.output
+    dirs = sorted((tmp_path / "results").iterdir())
+    assert len(dirs) == 2 and all(d.name.startswith("tiny-chain-") for d in dirs), dirs
+    lrs = sorted(read_run(d)[1]["config"]["train"]["lr"] for d in dirs)
+    assert lrs == [0.04, 0.05]
+    assert "wrote results/tiny-chain-" in res.stdout
 
 
 BAD = [

@@ -52,6 +52,7 @@ import numpy as np
 import scipy.special
 from jax.scipy.special import erf as _jerf
 
+from ._errors import did_you_mean
 
 __all__ = [
     "Fn",
@@ -188,7 +189,7 @@ def resolve_fn(spec, field: str = "activation") -> Fn:
                 return _coeff_fn([float(t) for t in s[8:-1].split(",")])
             except ValueError:
                 pass
-        raise ValueError(f"{field}: unknown link {spec!r}; allowed: {_ALLOWED}")
+        raise ValueError(f"{field}: unknown link {spec!r}; allowed: {_ALLOWED}{did_you_mean(spec, _REGISTRY)}")
     if _is_number_sequence(spec):
         return _coeff_fn(list(np.asarray(spec, dtype=np.float64)))
     if callable(spec):

@@ -11,6 +11,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from ._progress import progress_callback
 from .engines import ODE, Chain, Full
 from .engines._driver import drive, seed_keys
 from .engines.base import DeterministicEngine, StochasticEngine
@@ -102,7 +103,7 @@ def run(
     record: Record | None = None,
     seeds: int = 1,
     seed: int = 0,
-    progress: Callable[[int], None] | None = None,
+    progress: bool | Callable[[int], None] | None = None,
 ) -> Result:
     """Train ``student`` on ``problem`` with ``training`` on ``engine`` (default ``Chain()``;
     ``"full"``, ``"chain"`` or ``"ode"`` name the engines with their default options).
@@ -110,8 +111,10 @@ def run(
     ``record`` (a :class:`Record`) says what is recorded: every how many steps, the escape
     threshold, the stop fraction (default: the values in ``training``). ``seeds``
     independent runs (vmapped) use the keys fold_in(key(seed), i), i < seeds.
-    ``progress(steps_done)`` is called between compiled chunks for long runs.
-    Every engine returns the same :class:`Result`.
+    ``progress=True`` shows a rich progress bar of the steps (on a terminal or in a notebook);
+    a callable ``progress(steps_done)`` is called between the compiled chunks instead.
+    Every engine returns the same :class:`Result`. Ctrl-C stops a run between two chunks
+    (``KeyboardInterrupt`` as usual), never inside a compiled call.
     """
     _check_x64()
     engine = _engine(engine)
@@ -124,6 +127,7 @@ def run(
     model = _model(problem, student, training)
     model.check()
     engine.check(model)
+    progress = progress_callback(progress, training.steps, f"{engine.name} d={problem.d}")
     t0 = time.perf_counter()
     if isinstance(engine, DeterministicEngine):
         out = engine.solve(model, record, progress=progress)
@@ -141,6 +145,8 @@ def run(
             start=model.init.per_seed(model, seeds),
         )
         labels = np.arange(seeds, dtype=np.int64)
+    if hasattr(progress, "close"):
+        progress.close()
     info = dict(out.info)
     if model.data.gaussian:
         risk = np.asarray(risk_table(model, out.M, out.Q, out.a))

@@ -31,10 +31,12 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from typer import _click
 from typer.core import TyperGroup
 
+from ._errors import did_you_mean
 from .config import ConfigError, build, load_config, make_engine, validate_config
 
 __all__ = ["app", "DEMO_CONFIG", "DEMO_SEEDS"]
@@ -44,11 +46,21 @@ class _OneLineErrors(TyperGroup):
     """Report usage errors and :class:`ConfigError` as one ``error:`` line, exit status 2."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # type: ignore[override]
+        from . import _interrupt
         from ._cache import enable_compilation_cache
 
         enable_compilation_cache()
         try:
-            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            with _interrupt.handling():
+                rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+                signum = _interrupt.requested()
+                if signum is not None:  # arrived after the last checkpoint: the work is complete
+                    raise _interrupt.Interrupted(signum, "the command had finished; its output is complete")
+        except _interrupt.Interrupted as e:
+            print(e.line(), file=sys.stderr)
+            sys.exit(e.exit_code)
+        except typer.Exit as e:
+            sys.exit(e.exit_code)
         except _click.exceptions.ClickException as e:
             _fail(_usage_message(e), e.exit_code if e.exit_code else 2)
         except ConfigError as e:
@@ -64,8 +76,18 @@ class _OneLineErrors(TyperGroup):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
+#: Phrases of the library's messages that name what only Python can pass (a function, an
+#: engine object): the command line cannot give them, so its messages leave them out.
+_PYTHON_ONLY = (", or a JAX function", " or a JAX function", ", Full(), Chain() or ODE()")
+
+
 def _fail(message: str, code: int = 2) -> None:
-    print("error: " + " ".join(message.split()), file=sys.stderr)
+    """Print every line of ``message`` (one per configuration error) as ``error: ...``; exit."""
+    for line in str(message).splitlines() or [""]:
+        for phrase in _PYTHON_ONLY:
+            line = line.replace(phrase, "")
+        if line.strip():
+            print("error: " + " ".join(line.split()), file=sys.stderr)
     sys.exit(code)
 
 
@@ -95,15 +117,37 @@ def _int_option(name: str, text: str | None, allowed: str) -> int | None:
 
 app = typer.Typer(
     cls=_OneLineErrors,
-    help="Online SGD in high dimension: full simulation, exact Gram-matrix chain and ODE limit.",
+    help="Online SGD in high dimension: full simulation, exact Gram-matrix chain and ODE limit. "
+    "Documentation: docs/ (mkdocs site).",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
-    add_completion=False,
+    add_completion=True,
 )
+
+INT = "<int>"  # metavar of the integer options (read as text so that a bad value is quoted back)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        print(f"sgdlab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Online SGD in high dimension: full simulation, exact Gram-matrix chain and ODE limit."""
 
 
 def _stdout(markup: bool = True) -> Console:
-    return Console(file=sys.stdout, highlight=False, markup=markup, width=max(100, Console().width))
+    """Standard output at the terminal's width (80 columns into a pipe or file, or $COLUMNS);
+    tables are fitted to it (:func:`_fitted_table`), lines of text are not wrapped."""
+    return Console(file=sys.stdout, highlight=False, markup=markup, soft_wrap=True)
 
 
 # --------------------------------------------------------------------------------------
@@ -111,43 +155,19 @@ def _stdout(markup: bool = True) -> Console:
 # --------------------------------------------------------------------------------------
 
 
-class _ProgressBar:
-    """A rich progress bar on stderr, shown only on a terminal, started at the first report."""
-
-    def __init__(self, total: int, description: str) -> None:
-        self.total, self.description = total, description
-        self.console = Console(stderr=True)
-        self.enabled = self.console.is_terminal
-        self.progress = None
-        self.task = None
-
-    def __call__(self, done: int) -> None:
-        if not self.enabled:
-            return
-        if self.progress is None:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("steps, ETA"),
-                TimeRemainingColumn(),
-                console=self.console,
-                transient=True,
-            )
-            self.progress.start()
-            self.task = self.progress.add_task(self.description, total=self.total)
-        self.progress.update(self.task, completed=done)
-
-    def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
+def _median_cell(median: float | None, horizon: int | None) -> str:
+    """A Kaplan-Meier median escape step: the number, or ``> horizon`` when fewer than half of
+    the seeds escaped by the last step run (the median is then only bounded below)."""
+    if median is not None and math.isfinite(median):
+        return f"{median:.0f}"
+    return "-" if horizon is None else f"> {horizon}"
 
 
-def _median_escape(escape: list[int | None]) -> float | None:
-    hit = [e for e in escape if e is not None]
-    return float(np.median(hit)) if hit else None
+def _summary_median(summary: dict) -> str:
+    from .store import km_median_escape
+
+    horizon = int(summary.get("steps") or 0)
+    return _median_cell(km_median_escape(summary["escape_step"], horizon, summary.get("diverged")), horizon)
 
 
 def _fmt(x: Any, spec: str = "") -> str:
@@ -156,61 +176,210 @@ def _fmt(x: Any, spec: str = "") -> str:
     return format(x, spec)
 
 
-def execute(cfg, out_dir: Path, *, engine: Any = None, progress: bool = True, **extra: Any) -> dict:
-    """Run a validated configuration, write its folder and return the summary."""
+def _fitted_table(title: str, columns: list[tuple[str, int, list[str], str]], width: int) -> tuple[Table, list[str]]:
+    """A table of the ``columns`` (header, importance: lower is kept first, cells, justify)
+    that fits in ``width`` terminal columns: the least important columns are left out (in
+    their original order otherwise); returns the table and the headers left out."""
+    need = [max(len(h), *(len(c) for c in cells)) + 3 for h, _, cells, _ in columns]  # padding and rule
+    order = sorted(range(len(columns)), key=lambda i: columns[i][1])
+    kept, used = set(), 1
+    for i in order:
+        if used + need[i] <= width or not kept:
+            kept.add(i)
+            used += need[i]
+    table = Table(title=title, show_header=True, header_style="bold", title_justify="left")
+    for i, (h, _, _, justify) in enumerate(columns):
+        if i in kept:
+            table.add_column(escape(h), justify=justify, no_wrap=True)
+    n_rows = len(columns[0][2]) if columns else 0
+    for r in range(n_rows):
+        table.add_row(*(escape(columns[i][2][r]) for i in range(len(columns)) if i in kept))
+    return table, [columns[i][0] for i in range(len(columns)) if i not in kept]
+
+
+def _print_table(con: Console, title: str, columns: list[tuple[str, int, list[str], str]], hint: str = "") -> None:
+    table, hidden = _fitted_table(title, columns, con.width)
+    con.print(table)
+    if hidden:
+        con.print(f"({len(hidden)} column{'s' if len(hidden) > 1 else ''} left out at {con.width} columns: "
+                  f"{', '.join(hidden)}{hint})", markup=False)
+
+
+def _run_dir_key(cfg) -> str:
+    from .store import run_key
+
+    return run_key(cfg)[:10]
+
+
+def default_out(config: Path, cfg) -> Path:
+    """``results/<config stem>-<engine>-<key>``: the key is the start of the store key of the
+    resolved configuration, so runs with different settings never share a folder."""
+    return Path("results") / f"{config.stem}-{cfg.engine}-{_run_dir_key(cfg)}"
+
+
+#: The files of a run folder: replaced together (a figure of an earlier run never stays beside new data)
+RUN_FILES = ("trajectory.parquet", "summary.json", "figure.png")
+
+
+def _check_out(out_dir: Path, cfg, force: bool) -> None:
+    """Refuse an ``--out`` that is a file, or a non-empty folder that holds something else than
+    a run of the same configuration (unless ``force``)."""
+    import json
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out: got {str(out_dir)!r}, an existing file; allowed: a folder (new, empty, "
+                          "or holding a run of the same configuration)")
+    if not out_dir.is_dir() or not any(out_dir.iterdir()) or force:
+        return
+    try:
+        same = json.loads((out_dir / "summary.json").read_text()).get("config") == cfg.to_dict()
+    except (OSError, ValueError):
+        same = False
+    if not same:
+        raise ConfigError(f"--out: got {str(out_dir)!r}, a non-empty folder that does not hold a run of this "
+                          "configuration; allowed: a new or empty folder, or --force to replace its run files "
+                          f"({', '.join(RUN_FILES)})")
+
+
+def write_run_folder(result, config: dict, out_dir: Path, **extra: Any) -> None:
+    """Write the run into a temporary folder beside ``out_dir``, then put it in place: the
+    folder never holds a mix of two runs (the files of :data:`RUN_FILES` are replaced together,
+    others are left alone) nor a half-written file."""
+    import os
+    import shutil
+    import tempfile
+
+    from .io import write_run
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
+    try:
+        write_run(result, config, tmp, **extra)
+        if not out_dir.exists():
+            os.rename(tmp, out_dir)
+            return
+        for name in RUN_FILES:
+            (out_dir / name).unlink(missing_ok=True)
+        for f in tmp.iterdir():
+            os.replace(f, out_dir / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def execute(cfg, out_dir: Path, *, engine: Any = None, progress: bool = True, log: bool = False,
+            **extra: Any) -> dict:
+    """Run a validated configuration, write its folder and return the summary. Interrupted
+    by SIGINT/SIGTERM, the steps run so far are written, marked ``"partial": true``."""
+    from . import _interrupt
     from . import run as run_sgd
-    from .io import summarise, write_run
+    from ._progress import ProgressBar
+    from .io import summarise
 
     built = build(cfg, engine=engine is None)
     eng = built.engine if engine is None else engine
-    bar = _ProgressBar(built.training.steps, f"{cfg.engine} d={cfg.d}") if progress else None
-    if bar is not None and not bar.enabled:
-        bar = None  # chunked runs only pay off when someone watches the bar
+    bar = ProgressBar(built.training.steps, f"{cfg.engine} d={cfg.d}", log=log) if progress else None
     try:
-        result = run_sgd(
-            built.problem, built.student, built.training, engine=eng, seeds=cfg.seeds, seed=cfg.seed, progress=bar
-        )
+        with _interrupt.keep_partial():
+            result = run_sgd(
+                built.problem, built.student, built.training, engine=eng, seeds=cfg.seeds, seed=cfg.seed,
+                progress=bar if bar is not None and (bar.enabled or bar.log) else None,
+            )
     finally:
         if bar is not None:
             bar.close()
-    write_run(result, cfg.to_dict(), out_dir, **extra)
+    if result.info.get("interrupted"):
+        extra = {**extra, "partial": True, "steps_requested": built.training.steps}
+    write_run_folder(result, cfg.to_dict(), out_dir, **extra)
     return summarise(result, cfg.to_dict(), out=str(out_dir), **extra)
 
 
-def _run_table(summary: dict, out_dir: Path) -> Table:
+def _run_columns(summary: dict) -> list[tuple[str, int, list[str], str]]:
     n = summary["n_seeds"]
-    table = Table(title="sgdlab run", show_header=True, header_style="bold")
-    for col in ("engine", "d", "seeds", "wall time", "escaped", "median escape step", "diverged", "output"):
-        table.add_column(col)
-    table.add_row(
-        summary["engine"],
-        str(summary["d"]),
-        str(n),
-        f"{summary['wall_time']:.1f} s",
-        f"{summary['n_escaped'] / n:.0%}",
-        _fmt(_median_escape(summary["escape_step"]), ".0f"),
-        str(summary["n_diverged"]),
-        str(out_dir),
-    )
-    return table
+    return [
+        ("engine", 0, [summary["engine"]], "left"),
+        ("d", 1, [str(summary["d"])], "right"),
+        ("seeds", 2, [str(n)], "right"),
+        ("steps", 5, [str(summary["steps"])], "right"),
+        ("escaped", 0, [f"{summary['n_escaped'] / n:.0%}"], "right"),
+        ("median escape step", 0, [_summary_median(summary)], "right"),
+        ("diverged", 1, [str(summary["n_diverged"])], "right"),
+        ("wall time", 3, [f"{summary['wall_time']:.1f} s"], "right"),
+    ]
+
+
+def _dry_run(con: Console, configs: list, out: str | None = None, store: Path | None = None) -> None:
+    """What a command would run: resolved configuration(s), run keys, runs, seed-steps."""
+    import json
+
+    from .store import Store, run_key
+
+    keys = [run_key(c) for c in configs]
+    cached: set[str] = set()
+    if store is not None and (store / "index.sqlite").is_file():
+        with Store(store, readonly=True) as st:
+            cached = {k for k, v in st.status(keys).items() if v in ("done", "diverged")}
+    if len(configs) == 1:
+        con.print(json.dumps(configs[0].to_dict(), indent=2), markup=False, highlight=False)
+    seed_steps = sum(c.seeds * c.train.steps for c in configs if c.engine != "ode")
+    n_ode = sum(c.engine == "ode" for c in configs)
+    for c, k in zip(configs[:50], keys[:50], strict=False):
+        con.print(f"run {k[:10]}  {c.engine:5s} d={c.d} seeds={c.seeds} steps={c.train.steps}"
+                  + ("  (in the store)" if k in cached else ""), markup=False, highlight=False)
+    if len(configs) > 50:
+        con.print(f"... {len(configs) - 50} more runs", markup=False)
+    todo = len(configs) - len(cached)
+    con.print(f"dry run: {len(configs)} run{'s' if len(configs) != 1 else ''}, {len(cached)} in the store, "
+              f"{todo} to compute; {seed_steps:.3g} seed-steps in all"
+              + (f" ({n_ode} ODE run{'s' if n_ode != 1 else ''}: deterministic, no seed-steps)" if n_ode else "")
+              + (f"; output {out}" if out else ""), markup=False, highlight=False)
 
 
 @app.command("run")
 def run_command(
     config: Annotated[Path, typer.Argument(help="A TOML configuration file.", show_default=False)],
     engine: Annotated[str | None, typer.Option("--engine", help="full, chain or ode (overrides the config).")] = None,
-    seeds: Annotated[str | None, typer.Option("--seeds", help="Number of seeds (overrides the config).")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Output folder [results/<config>-<engine>].")] = None,
+    seeds: Annotated[
+        str | None, typer.Option("--seeds", metavar=INT, help="Number of seeds (overrides the config).")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Output folder (default: results/<config>-<engine>-<key of the settings>)."),
+    ] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a key: dotted.key=value (TOML value); repeatable.")
     ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace the run files of a non-empty --out folder.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the resolved configuration, run key and cost; run nothing.")
+    ] = False,
+    progress: Annotated[
+        bool, typer.Option("--progress", help="Without a terminal, print the steps done every 30 s (batch logs).")
+    ] = False,
 ) -> None:
-    """Run one configuration; write trajectory.parquet and summary.json."""
+    """Run one configuration; write trajectory.parquet and summary.json.
+
+    Ctrl-C (SIGINT) or SIGTERM stops the run within seconds and writes the steps run so far,
+    marked as partial in summary.json (exit status 130 or 143)."""
+    from . import _interrupt
+
     n_seeds = _int_option("--seeds", seeds, "a positive integer")
     cfg = load_config(config, set_ or (), engine=engine, seeds=n_seeds)
-    out_dir = out if out is not None else Path("results") / f"{config.stem}-{cfg.engine}"
-    summary = execute(cfg, out_dir, config_file=str(config))
-    _stdout().print(_run_table(summary, out_dir))
+    out_dir = out if out is not None else default_out(config, cfg)
+    con = _stdout()
+    if dry_run:
+        _dry_run(con, [cfg], out=str(out_dir))
+        return
+    _check_out(out_dir, cfg, force)
+    summary = execute(cfg, out_dir, log=progress, config_file=str(config))
+    _print_table(con, "sgdlab run", _run_columns(summary))
+    signum = _interrupt.requested()
+    if summary.get("partial"):
+        raise _interrupt.Interrupted(signum or 2, f"partial trajectory ({summary['steps']} of "
+                                     f"{summary['steps_requested']} steps) written to {out_dir}")
+    con.print(f"wrote {out_dir}", markup=False, highlight=False)
 
 
 # --------------------------------------------------------------------------------------
@@ -266,52 +435,56 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
-def _wide_stdout() -> Console:
-    """Standard output for wide tables: the terminal's width, or 200 columns into a file or pipe."""
-    con = Console(file=sys.stdout, highlight=False)
-    return con if con.is_terminal else Console(file=sys.stdout, highlight=False, width=200)
-
-
-def _runs_table(rows: list[dict], title: str, *, cached: bool = False, limit: int | None = None) -> Table:
-    """Runs as a table: key prefix, status, the configuration fields that differ between
-    the runs (engine and d otherwise), escape statistics, wall time, creation time, error."""
+def _runs_columns(rows: list[dict], *, cached: bool = False) -> list[tuple[str, int, list[str], str]]:
+    """Columns of a runs table, each with its importance (lower: kept first when the width is
+    short): status, the configuration fields that differ between the runs (engine and d
+    otherwise), escape fraction and Kaplan-Meier median escape step, seeds, key, wall time,
+    error, cached, creation time."""
     from .sweep import varying_columns
 
     vary = varying_columns(rows)
     shown = [c for c in ("engine", "d") if c not in vary] + vary
-    errors = any(r.get("error") for r in rows)
-    table = Table(title=title, show_header=True, header_style="bold")
-    table.add_column("key", no_wrap=True)
-    table.add_column("status", no_wrap=True)
-    for c in shown:
-        table.add_column(c, min_width=len(c))
-    for c in ("seeds", "escaped", "median escape", "wall \\[s]"):
-        table.add_column(c, justify="right")
+
+    def col(header: str, importance: int, cells: list[str], justify: str = "left"):
+        return (header, importance, cells, justify)
+
+    out = [col("key", 4, [r["key"][:10] for r in rows]), col("status", 0, [r["status"] for r in rows])]
+    out += [col(c, 1 + (c in ("engine", "d")), [_cell(r.get(c)) for r in rows]) for c in shown]
+    out += [
+        col("seeds", 3, [_cell(r.get("n_seeds")) for r in rows], "right"),
+        col("escaped", 0, ["-" if r.get("frac_escaped") is None else f"{r['frac_escaped']:.0%}" for r in rows],
+            "right"),
+        col("median escape", 0, [_median_cell(r.get("median_escape_step"), r.get("horizon")) if r.get("n_seeds")
+                                 else "-" for r in rows], "right"),
+        col("wall [s]", 5, ["-" if r.get("wall_time") is None else f"{r['wall_time']:.1f}" for r in rows], "right"),
+    ]
     if cached:
-        table.add_column("cached")
-    table.add_column("created (UTC)", no_wrap=True)
-    if errors:
-        table.add_column("error", overflow="fold")
-    style = {"failed": "red", "diverged": "yellow"}
-    for r in rows[:limit] if limit else rows:
-        st = r["status"]
-        cells = [r["key"][:10], f"[{style[st]}]{st}[/]" if st in style else st]
-        cells += [_cell(r.get(c)) for c in shown]
-        frac = r.get("frac_escaped")
-        cells += [
-            _cell(r.get("n_seeds")),
-            "-" if frac is None else f"{frac:.0%}",
-            _cell(r.get("median_escape_step")),
-            "-" if r.get("wall_time") is None else f"{r['wall_time']:.1f}",
-        ]
-        if cached:
-            cells.append("yes" if r.get("cached") else "")
-        created = r.get("created_at") or ""
-        cells.append(created[:16].replace("T", " ") or "-")
-        if errors:
-            cells.append(_cell(r.get("error")))
-        table.add_row(*cells)
-    return table
+        out.append(col("cached", 6, ["yes" if r.get("cached") else "" for r in rows]))
+    out.append(col("created (UTC)", 7, [(r.get("created_at") or "")[:16].replace("T", " ") or "-" for r in rows]))
+    if any(r.get("error") for r in rows):
+        out.append(col("error", 5, [_cell(r.get("error"))[:60] for r in rows]))
+    return out
+
+
+def _rows_csv(rows: list[dict]) -> str:
+    import csv
+    import io
+
+    names = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=names, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+    return buf.getvalue()
+
+
+def _rows_json(rows: list[dict]) -> str:
+    import json
+
+    from .io import _jsonable
+
+    return json.dumps(_jsonable(rows), indent=2) + "\n"
 
 
 @app.command("sweep")
@@ -322,19 +495,29 @@ def sweep_command(
         typer.Option("--grid", help="dotted.key=v1,v2,...: one axis of the grid; repeatable (cartesian product)."),
     ] = None,
     engine: Annotated[str | None, typer.Option("--engine", help="full, chain or ode (overrides the config).")] = None,
-    seeds: Annotated[str | None, typer.Option("--seeds", help="Number of seeds (overrides the config).")] = None,
+    seeds: Annotated[
+        str | None, typer.Option("--seeds", metavar=INT, help="Number of seeds (overrides the config).")
+    ] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a base key: dotted.key=value; repeatable.")
     ] = None,
     store: Annotated[Path, typer.Option("--store", help="Results store folder.")] = Path("results"),
-    workers: Annotated[str | None, typer.Option("--workers", help="Local worker processes [one per core].")] = None,
+    workers: Annotated[
+        str | None, typer.Option("--workers", metavar=INT, help="Local worker processes (default: one per core).")
+    ] = None,
     dask: Annotated[
         str | None, typer.Option("--dask", help="Send the runs to a dask scheduler, e.g. tcp://host:8786.")
     ] = None,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Run failed runs again.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the runs, their keys and cost; run nothing.")
+    ] = False,
 ) -> None:
-    """Run the cartesian product of the grids over a base config; runs already in the store are reused."""
-    from .sweep import default_workers, parse_grid, run_sweep
+    """Run the cartesian product of the grids over a base config; runs already in the store are reused.
+
+    Ctrl-C (SIGINT) or SIGTERM stops the sweep within seconds: finished runs stay in the
+    store, the running ones are dropped, and the same command resumes it."""
+    from .sweep import default_workers, expand_grid, parse_grid, run_sweep
 
     n_seeds = _int_option("--seeds", seeds, "a positive integer")
     n_workers = _int_option("--workers", workers, "a positive integer")
@@ -345,6 +528,9 @@ def sweep_command(
     axes = parse_grid(grid or ())
     base = load_config(config, set_ or (), engine=engine, seeds=n_seeds).to_dict()
     con = _stdout()
+    if dry_run:
+        _dry_run(con, expand_grid(base, axes), store=store)
+        return
 
     def started(rep) -> None:
         todo = rep.total - rep.cached
@@ -363,7 +549,8 @@ def sweep_command(
         on_start=started,
     )
     rows = rep.table.to_pylist()
-    _wide_stdout().print(_runs_table(rows, f"sgdlab sweep: {store}", cached=True, limit=50))
+    _print_table(con, f"sgdlab sweep: {store}", _runs_columns(rows[:50], cached=True),
+                 f"; all of them: sgdlab results --store {store} --format csv")
     if len(rows) > 50:
         con.print(f"... {len(rows) - 50} more: sgdlab results --store {store}")
     con.print(
@@ -380,18 +567,28 @@ def results_command(
     where: Annotated[
         list[str] | None, typer.Option("--where", help="column=value (also != < <= > >=); repeatable.")
     ] = None,
+    format_: Annotated[
+        str, typer.Option("--format", help="table (fitted to the terminal), csv or json (every column).")
+    ] = "table",
 ) -> None:
     """List the runs of a results store."""
     from .store import Store
 
+    if format_ not in ("table", "csv", "json"):
+        raise ConfigError(f"--format: got {format_!r}; allowed: table, csv or json"
+                          + did_you_mean(format_, ("table", "csv", "json")))
     with Store(store, readonly=True) as st:
         rows = st.query(where or ())
+    if format_ != "table":
+        sys.stdout.write(_rows_csv(rows) if format_ == "csv" else _rows_json(rows))
+        return
     con = _stdout()
     cond = f" where {' and '.join(where)}" if where else ""
     if not rows:
-        con.print(f"no runs in {store}{cond}")
+        con.print(f"no runs in {store}{cond}", markup=False)
         return
-    _wide_stdout().print(_runs_table(rows, f"{len(rows)} run{'s' if len(rows) != 1 else ''} in {store}{cond}"))
+    _print_table(con, f"{len(rows)} run{'s' if len(rows) != 1 else ''} in {store}{cond}", _runs_columns(rows),
+                 "; all of them: --format csv")
 
 
 # --------------------------------------------------------------------------------------
@@ -500,7 +697,7 @@ def _demo_row(summary: dict) -> dict[str, str]:
         "engine": summary["engine"],
         "seeds": str(n),
         "wall time [s]": f"{summary['wall_time']:.1f}",
-        "median escape step": _fmt(_median_escape(summary["escape_step"]), ".0f"),
+        "median escape step": _summary_median(summary),
         "fraction escaped": f"{summary['n_escaped'] / n:.2f}",
         "final mean overlap": f"{np.mean(fo):.3f}" if fo else "-",
     }
@@ -561,28 +758,80 @@ def demo_command(
     con.print(f"wrote {fig} and {out / 'table.md'}")
 
 
+def _reproductions_table(con: Console) -> None:
+    from .reproduce import MEASURED, REPRODUCTIONS, about
+
+    names = list(REPRODUCTIONS)
+    cost = [MEASURED.get(n, {}) for n in names]
+    _print_table(con, "sgdlab reproduce NAME [--quick]", [
+        ("name", 0, names, "left"),
+        ("quick", 1, [c.get("quick", "not measured") for c in cost], "left"),
+        ("full", 1, [c.get("full", "not measured") for c in cost], "left"),
+    ])
+    for n in names:
+        con.print(f"{n}: {about(n)}", markup=False, highlight=False)
+    con.print("times: wall time on 2 CPU cores with an empty store; --dry-run NAME lists the runs "
+              "and seed-steps", markup=False)
+
+
+def _links(name: str, links: str) -> list[str]:
+    from ._functions import LINK_NAMES, information_exponent
+
+    if name != "info-exponent":
+        raise ConfigError(f"--links: got {links!r}; allowed: only with info-exponent")
+    out = [x.strip() for x in links.split(",") if x.strip()]
+    if not out:
+        raise ConfigError(f"--links: got {links!r}; allowed: a comma list of link names, e.g. h2,h3,relu")
+    for link in out:
+        if link not in LINK_NAMES:
+            raise ConfigError(f"--links: got {link!r}{did_you_mean(link, LINK_NAMES)}; allowed: "
+                              f"{', '.join(LINK_NAMES)}")
+        if information_exponent(link, None, 8) is None:
+            raise ConfigError(f"--links: got {link!r}, which has no information exponent up to 8; allowed: a link "
+                              "with one (see sgdlab info LINK)")
+    return out
+
+
 @app.command("reproduce")
 def reproduce_command(
-    name: Annotated[str, typer.Argument(help="info-exponent, smoothing, batch-size, ssi or fourier.",
-                                        show_default=False)],
+    name: Annotated[
+        str | None, typer.Argument(help="A reproduction (sgdlab reproduce --list).", show_default=False)
+    ] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Small version (minutes on a laptop).")] = False,
-    engine: Annotated[str | None, typer.Option("--engine", help="chain or full [chain; fourier: full only].",
+    engine: Annotated[str | None, typer.Option("--engine", help="chain or full (default: chain; fourier: full).",
                                                show_default=False)] = None,
     store: Annotated[Path, typer.Option("--store", help="Results store folder (runs are cached there).")] = Path(
         "results/store"
     ),
-    out: Annotated[Path | None, typer.Option("--out", help="Output folder [results/reproduce/NAME[-quick]].")] = None,
-    seeds: Annotated[str | None, typer.Option("--seeds", help="Seeds per point (overrides the default).")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Output folder (default: results/reproduce/NAME or NAME-quick).")
+    ] = None,
+    seeds: Annotated[
+        str | None, typer.Option("--seeds", metavar=INT, help="Seeds per point (overrides the default).")
+    ] = None,
     links: Annotated[
         str | None, typer.Option("--links", help="Comma list of links (info-exponent), e.g. h2,h3,relu.")
     ] = None,
     workers: Annotated[
-        str | None, typer.Option("--workers", help="Local worker processes [one per core on CPU].")
+        str | None, typer.Option("--workers", metavar=INT, help="Local worker processes (default: one per CPU core).")
     ] = None,
+    list_: Annotated[bool, typer.Option("--list", help="List the reproductions with their cost and exit.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the runs, their keys and cost; run nothing.")
+    ] = False,
 ) -> None:
-    """Reproduce a system of the literature: figures, table.md and results.json with fitted numbers."""
-    from .reproduce import get
+    """Reproduce a system of the literature: figures, table.md and results.json with fitted numbers.
 
+    Ctrl-C (SIGINT) or SIGTERM stops it within seconds; the finished runs stay in the store
+    and the same command resumes."""
+    from .reproduce import REPRODUCTIONS, get, plan_points
+
+    con = _stdout()
+    if list_:
+        _reproductions_table(con)
+        return
+    if name is None:
+        raise ConfigError(f"NAME: got nothing; allowed: {', '.join(REPRODUCTIONS)} (or --list)")
     fn = get(name)
     n_seeds = _int_option("--seeds", seeds, "a positive integer")
     n_workers = _int_option("--workers", workers, "a positive integer")
@@ -591,14 +840,21 @@ def reproduce_command(
     if engine is not None:  # else each reproduction's own default
         opts["engine"] = engine
     if links is not None:
-        if name != "info-exponent":
-            raise ConfigError(f"--links: got {links!r}; allowed: only with info-exponent")
-        opts["links"] = [x.strip() for x in links.split(",") if x.strip()]
-    con = _stdout()
+        opts["links"] = _links(name, links)
+    if dry_run:
+        from .config import load_config as load
+
+        plan = {k: v for k, v in opts.items() if k in ("quick", "engine", "seeds", "links")}
+        pts = plan_points(name, **plan)
+        if pts is None:
+            raise ConfigError(f"--dry-run: got {name!r}, whose runs are not planned ahead; allowed: "
+                              f"{', '.join(n for n in REPRODUCTIONS if n != name)}")
+        _dry_run(con, [load(data=dict(p.config), engine=engine) for p in pts], store=store)
+        return
     res = fn(**opts)
     con.print((res.out / "table.md").read_text(), markup=False)
     con.print(f"{name}: {res.summary['wall_time_s']:.1f} s on {res.summary['device']}; wrote "
-              + ", ".join(str(f) for f in res.files))
+              + ", ".join(str(f) for f in res.files), markup=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

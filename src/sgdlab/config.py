@@ -40,6 +40,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ._errors import did_you_mean
 from .model import Problem, Student, Training
 
 __all__ = [
@@ -55,6 +56,8 @@ __all__ = [
 ]
 
 ENGINES = ("full", "chain", "ode")
+MAX_SEEDS = 1 << 24  # seeds of one run (vmapped together)
+MAX_SEED = (1 << 63) - 1  # jax.random.key takes a signed 64-bit seed
 
 Number = float  # strict pydantic floats accept TOML integers as well
 Coefficients = list[float]
@@ -114,7 +117,7 @@ class TrainConfig(_Section):
     projected: bool = False
     init: Literal["random", "random_positive"] | Number = "random"
     record_every: int = 100
-    escape_threshold: Number = 0.5
+    escape_threshold: Number = Field(default=0.5, gt=0, le=1)  # a normalised overlap never exceeds 1
     smoothing: Number | None = None
     smoothing_nodes: int | None = None
     stop_fraction: Number | None = None
@@ -210,8 +213,8 @@ class Config(_Section):
     """A complete run configuration (all defaults filled in once validated)."""
 
     d: int
-    seeds: int = Field(default=1, ge=1)
-    seed: int = Field(default=0, ge=0)
+    seeds: int = Field(default=1, ge=1, le=MAX_SEEDS)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
     engine: Literal["full", "chain", "ode"] = "chain"
     target: TargetConfig = TargetConfig()
     student: StudentConfig = StudentConfig()
@@ -289,18 +292,26 @@ def _one_line(s: str) -> str:
 
 
 def format_validation_error(err: ValidationError) -> str:
-    """Turn a pydantic ``ValidationError`` into ``field: got VALUE; allowed: WHAT``."""
+    """Turn a pydantic ``ValidationError`` into lines ``field: got VALUE; allowed: WHAT``, one
+    per invalid field (all of them, in the order of the configuration)."""
     errors = err.errors(include_url=False)
-    first = errors[0]
-    path = _field_path(tuple(first["loc"]))
-    same = [e for e in errors if _field_path(tuple(e["loc"])) == path]
+    paths: dict[str, list[dict]] = {}
+    for e in errors:
+        paths.setdefault(_field_path(tuple(e["loc"])), []).append(e)
+    return "\n".join(_error_line(path, same) for path, same in paths.items())
+
+
+def _error_line(path: str, same: list[dict]) -> str:
+    first = same[0]
     kind = first["type"]
     if kind == "extra_forbidden":
-        parent = path.rsplit(".", 1)[0] if "." in path else ""
+        parent, _, name = path.rpartition(".")
         model = _section_model(parent)
-        keys = ", ".join(model.model_fields) if model is not None else "?"
+        names = list(model.model_fields) if model is not None else []
+        keys = ", ".join(names) or "?"
         where = f"[{parent}]" if parent else "top level"
-        return _one_line(f"{path}: got unknown key (value {first['input']!r}); allowed keys at {where}: {keys}")
+        hint = did_you_mean(name, names)
+        return _one_line(f"{path}: got unknown key (value {first['input']!r}){hint}; allowed keys at {where}: {keys}")
     if kind == "missing":
         return _one_line(f"{path}: got nothing (required key missing); allowed: set it in the config or with --set")
     if kind == "value_error":  # raised by a model validator: already "got ...; allowed: ..."
@@ -311,7 +322,9 @@ def format_validation_error(err: ValidationError) -> str:
         if a not in allowed:
             allowed.append(a)
     value = first.get("input")
-    return _one_line(f"{path}: got {value!r}; allowed: {' or '.join(allowed)}")
+    literal = [x for e in same for x in ((e.get("ctx") or {}).get("expected") or "").replace("'", "").split(" or ")]
+    words = [w.strip(", ") for x in literal for w in x.split(",") if w.strip(", ")]
+    return _one_line(f"{path}: got {value!r}{did_you_mean(value, words)}; allowed: {' or '.join(allowed)}")
 
 
 # --------------------------------------------------------------------------------------
@@ -366,6 +379,8 @@ def read_toml(path: str | Path) -> dict[str, Any]:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(_one_line(f"config: got invalid TOML in {str(p)!r} ({e}); allowed: a TOML file")) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config: got {str(p)!r}, which is not UTF-8 text; allowed: a TOML file") from None
     except OSError as e:
         raise ConfigError(_one_line(f"config: got {str(p)!r} ({e.strerror}); allowed: a readable TOML file")) from None
 
@@ -389,16 +404,50 @@ def load_config(
     """Read ``path`` (or start from ``data``), apply ``--set`` overrides, then ``engine``
     and ``seeds``, and validate: types and keys here, values by :func:`build`."""
     raw: dict[str, Any] = read_toml(path) if path is not None else _deepcopy(dict(data or {}))
+    target = raw.get("target") if isinstance(raw.get("target"), dict) else {}
+    set_keys: dict[str, Any] = {}
     for item in overrides:
         parts, value = parse_override(item)
+        set_keys[".".join(parts)] = value
+        # link and hermite are alternatives: setting one replaces the file's other one
+        other = {"target.link": "hermite", "target.hermite": "link"}.get(".".join(parts))
+        if other is not None and f"target.{other}" not in set_keys:
+            target.pop(other, None)
         apply_override(raw, parts, value)
     if engine is not None:
+        if "engine" in set_keys and set_keys["engine"] != engine:
+            raise ConfigError(f"engine: got {set_keys['engine']!r} in --set and {engine!r} in --engine; "
+                              "allowed: one of the two")
         raw["engine"] = engine
     if seeds is not None:
         raw["seeds"] = seeds
-    cfg = validate_config(raw)
+    given = seeds if seeds is not None else set_keys.get("seeds")
+    if raw.get("engine") == "ode" and isinstance(given, int) and not isinstance(given, bool) and given != 1:
+        raise ConfigError(f"seeds: got {given!r} with engine 'ode'; allowed: 1 (the ODE is deterministic: "
+                          "one trajectory)")
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError("\n".join([format_validation_error(e), *_value_errors_without(raw, e)])) from None
     build(cfg)  # value checks (constructors and cross-field checks)
     return cfg
+
+
+def _value_errors_without(raw: dict[str, Any], err: ValidationError) -> list[str]:
+    """The value errors of the rest of a configuration with type or key errors: the invalid
+    keys dropped (their defaults taken), so that every error is reported in one go."""
+    data = _deepcopy(raw)
+    for e in err.errors(include_url=False):
+        node, loc = data, [x for x in e["loc"] if isinstance(x, str)]
+        for name in loc[:-1]:
+            node = node.get(name) if isinstance(node, dict) else None
+        if isinstance(node, dict) and loc:
+            node.pop(loc[-1], None)
+    try:
+        build(Config.model_validate(data))
+    except (ValidationError, ConfigError) as e:
+        return [] if isinstance(e, ValidationError) else str(e).splitlines()
+    return []
 
 
 def _deepcopy(x: Any) -> Any:
@@ -440,35 +489,50 @@ def build(cfg: Config, *, engine: bool = False) -> Built:
     """Construct ``Problem``, ``Student``, ``Training`` (and with ``engine=True`` the engine),
     running every value check; a failing check raises :class:`ConfigError`."""
     tr = cfg.train
-    try:
-        if cfg.sequence is not None:
-            problem, student = _sequence_parts(cfg)
-        else:
-            problem, student = _parts(cfg)
-        training = Training(
-            loss=tr.loss,
-            lr=tr.lr,
-            lr_second=tr.lr_second,
-            batch=tr.batch,
-            steps=tr.steps,
-            spherical=tr.spherical,
-            projected=tr.projected,
-            init=tr.init,
-            record_every=tr.record_every,
-            escape_threshold=tr.escape_threshold,
-            smoothing=tr.smoothing,
-            smoothing_nodes=tr.smoothing_nodes,
-            stop_fraction=tr.stop_fraction,
-        )
+    errors: list[str] = []
+
+    def attempt(make):
+        return _attempt(errors, make)
+
+    parts = attempt(lambda: _sequence_parts(cfg) if cfg.sequence is not None else _parts(cfg))
+    training = attempt(lambda: Training(
+        loss=tr.loss,
+        lr=tr.lr,
+        lr_second=tr.lr_second,
+        batch=tr.batch,
+        steps=tr.steps,
+        spherical=tr.spherical,
+        projected=tr.projected,
+        init=tr.init,
+        record_every=tr.record_every,
+        escape_threshold=tr.escape_threshold,
+        smoothing=tr.smoothing,
+        smoothing_nodes=tr.smoothing_nodes,
+        stop_fraction=tr.stop_fraction,
+    ))
+    eng = None
+    if not errors:
         from .api import _model
 
-        _model(problem, student, training).check()
-        eng = make_engine(cfg) if engine else None
-    except ConfigError:
-        raise
-    except ValueError as e:
-        raise ConfigError(_one_line(str(e))) from None
+        problem, student = parts
+        attempt(lambda: _model(problem, student, training).check())
+        if engine and not errors:
+            eng = attempt(lambda: make_engine(cfg))
+    if errors:
+        raise ConfigError("\n".join(errors))
     return Built(problem, student, training, eng)
+
+
+def _attempt(errors: list[str], make: Any) -> Any:
+    """``make()``, or ``None`` with its error lines appended to ``errors`` (each once)."""
+    try:
+        return make()
+    except ValueError as e:  # ConfigError included
+        for line in str(e).splitlines():
+            line = _one_line(line)
+            if line and line not in errors:
+                errors.append(line)
+        return None
 
 
 def data_law(cfg: Config):
@@ -509,7 +573,12 @@ def _parts(cfg: Config) -> tuple[Problem, Student]:
     labels = cfg.data.labels if cfg.data is not None else None
     if labels is not None and len(labels) != len(cfg.data.means):
         raise ConfigError(f"data.labels: got {labels!r}; allowed: one number per cluster ({len(cfg.data.means)})")
-    problem = Problem(
+    errors: list[str] = []
+
+    def attempt(make):
+        return _attempt(errors, make)
+
+    problem = attempt(lambda: Problem(
         d=cfg.d,
         link=t.link_spec,
         directions=t.directions,
@@ -517,14 +586,16 @@ def _parts(cfg: Config) -> tuple[Problem, Student]:
         noise=t.noise,
         function=None if labels is None else _cluster_labels(labels),
         data=data_law(cfg),
-    )
-    student = Student(
+    ))
+    student = attempt(lambda: Student(
         width=s.width,
         activation=s.activation,
         second_layer=s.second_layer,
         output_scale=s.output_scale,
         a0=s.a0 if isinstance(s.a0, float | int) else tuple(s.a0),
-    )
+    ))
+    if errors:
+        raise ConfigError("\n".join(errors))
     return problem, student
 
 

@@ -21,11 +21,12 @@ next time the store is opened) or a complete folder without a row (adopted the n
 the store is opened, since its content is final).
 
 The table ``runs`` of ``index.sqlite`` has the columns ``key``, ``status`` (``done``,
-``diverged`` or ``failed``), ``n_seeds``, ``frac_escaped``, ``median_escape_step``,
-``n_diverged``, ``wall_time``, ``created_at``, ``error`` (failed runs), ``version``,
-``config`` (the resolved configuration as JSON) and one column per configuration field
-under its dotted name (``"train.lr"``, ``"student.width"``, ...; lists as JSON text,
-booleans as 0/1).
+``diverged`` or ``failed``), ``n_seeds``, ``frac_escaped``, ``median_escape_step``
+(the Kaplan-Meier median over seeds, censored at ``horizon``, the last step run, or at a
+seed's divergence; NULL when fewer than half escaped), ``horizon``, ``n_diverged``,
+``wall_time``, ``created_at``, ``error`` (failed runs), ``version``, ``config`` (the
+resolved configuration as JSON) and one column per configuration field under its dotted
+name (``"train.lr"``, ``"student.width"``, ...; lists as JSON text, booleans as 0/1).
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ META_COLUMNS = (
     "n_seeds",
     "frac_escaped",
     "median_escape_step",
+    "horizon",
     "n_diverged",
     "wall_time",
     "created_at",
@@ -87,6 +89,7 @@ _META_TYPES = {
     "n_seeds": "INTEGER",
     "frac_escaped": "REAL",
     "median_escape_step": "REAL",
+    "horizon": "INTEGER",
     "n_diverged": "INTEGER",
     "wall_time": "REAL",
     "created_at": "TEXT",
@@ -212,13 +215,34 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def km_median_escape(escape: Iterable[Any], horizon: int, diverged: Iterable[Any] | None = None) -> float:
+    """Kaplan-Meier median escape step of a run's seeds (``None`` / NaN: did not escape, censored
+    at ``horizon`` or at its divergence step); ``inf`` when fewer than half escaped."""
+    from .analysis import km_median
+
+    def step(v: Any) -> float | None:
+        return None if v is None or (isinstance(v, float) and not np.isfinite(v)) or v < 0 else float(v)
+
+    esc = [step(e) for e in escape]
+    div = [step(v) for v in diverged] if diverged is not None else [None] * len(esc)
+    if not esc:
+        return float("inf")
+    times = [e if e is not None else min(horizon, v if v is not None else horizon)
+             for e, v in zip(esc, div, strict=True)]
+    return km_median(times, [e is not None for e in esc])
+
+
 def _escape_stats(summary: Mapping[str, Any]) -> dict[str, Any]:
     n = int(summary.get("n_seeds") or 0)
-    hit = [e for e in summary.get("escape_step") or [] if e is not None]
+    escape = summary.get("escape_step") or []
+    hit = [e for e in escape if e is not None]
+    horizon = int(summary.get("steps") or 0)
+    median = km_median_escape(escape, horizon, summary.get("diverged")) if n else float("inf")
     return {
         "n_seeds": n,
         "frac_escaped": (len(hit) / n) if n else None,
-        "median_escape_step": float(np.median(hit)) if hit else None,
+        "median_escape_step": median if np.isfinite(median) else None,  # None: fewer than half escaped
+        "horizon": horizon,
         "n_diverged": int(summary.get("n_diverged") or 0),
     }
 
@@ -286,6 +310,9 @@ class Store:
             con.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT)")
             con.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             have = {r[1] for r in con.execute("PRAGMA table_info(runs)")}
+            for c in META_COLUMNS:
+                if c not in have:  # a store from before the column: filled in below
+                    con.execute(f"ALTER TABLE runs ADD COLUMN {_quote(c)} {_META_TYPES[c].replace(' NOT NULL', '')}")
             for c in _config_columns():
                 if c not in have:  # a configuration field added since the store was made
                     con.execute(f"ALTER TABLE runs ADD COLUMN {_quote(c)}")
@@ -293,6 +320,21 @@ class Store:
         except BaseException:
             con.execute("ROLLBACK")
             raise
+        if "horizon" not in have:
+            self._recompute_escape_stats()
+
+    def _recompute_escape_stats(self) -> None:
+        """Escape columns of a store written before the Kaplan-Meier median: read back from
+        each finished run's summary.json."""
+        for (key,) in self._con.execute("SELECT key FROM runs WHERE status != 'failed'").fetchall():
+            try:
+                _, summary = read_run(self.run_dir(key))
+            except (FileNotFoundError, ValueError, OSError):
+                continue
+            stats = _escape_stats(summary)
+            sets = ", ".join(f"{_quote(k)} = ?" for k in stats)
+            with self._con:
+                self._con.execute(f"UPDATE runs SET {sets} WHERE key = ?", [*stats.values(), key])
 
     def columns(self) -> list[str]:
         return [r[1] for r in self._con.execute("PRAGMA table_info(runs)")]
@@ -462,6 +504,7 @@ class Store:
             n_seeds=None,
             frac_escaped=None,
             median_escape_step=None,
+            horizon=None,
             n_diverged=None,
             wall_time=wall_time,
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -493,7 +536,7 @@ class Store:
                 return []
             clauses.append(f"key IN ({', '.join('?' for _ in keys)})")
             args.extend(keys)
-        meta = [c for c in META_COLUMNS]
+        meta = [c for c in META_COLUMNS if c in cols]  # a read-only store from before a column lacks it
         sql = f"SELECT {', '.join(_quote(c) for c in meta)} FROM runs"
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
@@ -504,7 +547,7 @@ class Store:
             config = json.loads(r.pop("config"))
             out = {k: r[k] for k in ("key", "status")}
             out.update(flatten(config))
-            out.update({k: r[k] for k in meta if k not in ("key", "status", "config")})
+            out.update({k: r.get(k) for k in META_COLUMNS if k not in ("key", "status", "config")})
             out["path"] = str(self.run_dir(r["key"])) if r["status"] != "failed" else None
             rows.append(out)
         return rows

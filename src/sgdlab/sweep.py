@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -30,6 +31,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from . import _interrupt as interrupt
 from .config import (
     Config,
     ConfigError,
@@ -48,6 +50,9 @@ __all__ = ["SweepReport", "expand_grid", "parse_grid", "plot_query", "run_config
 # --------------------------------------------------------------------------------------
 # Grids
 # --------------------------------------------------------------------------------------
+
+
+_STOPPED = "sweep stopped"
 
 
 def _split_top(text: str) -> list[str]:
@@ -165,6 +170,8 @@ def compute(config: Mapping[str, Any]) -> dict[str, Any]:
 def _worker_init() -> None:
     # Several worker processes may share one accelerator: allocate on demand.
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    # Ctrl-C reaches the whole process group: the parent stops the workers (no tracebacks)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     from ._cache import enable_compilation_cache
 
     enable_compilation_cache()
@@ -248,16 +255,22 @@ def _iter_local(configs: list[dict], workers: int) -> Iterable[tuple[int, dict]]
         futures = {ex.submit(compute, c): i for i, c in enumerate(configs)}
         pending = set(futures)
         while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            interrupt.check(_STOPPED)
+            done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
             for f in done:
                 try:
                     out = f.result()
                 except Exception as e:  # noqa: BLE001 - e.g. a worker process that died
+                    time.sleep(0.25)  # killed by the signal that also reaches this process?
+                    interrupt.check(_STOPPED)
                     out = {"error": _one_line(f"{type(e).__name__}: {e}")}
                 yield futures[f], out
         finished = True
     finally:
-        # interrupted: drop the queued runs and do not wait for the running ones
+        # interrupted: drop the queued runs and stop the running ones (they are not stored)
+        if not finished:
+            for proc in list(getattr(ex, "_processes", {}).values()):
+                proc.terminate()
         ex.shutdown(wait=finished, cancel_futures=True)
 
 
@@ -284,6 +297,7 @@ def _iter_dask(configs: list[dict], address: str) -> Iterable[tuple[int, dict]]:
                 out = {"error": _one_line(f"{type(e).__name__}: {e}")}
             i = futures.pop(f)
             f.release()
+            interrupt.check(_STOPPED)
             yield i, out
     finally:
         for f in futures:
@@ -350,6 +364,7 @@ def run_configs(
                 n = workers if workers is not None else default_workers()
                 outcomes = _iter_local(payload, min(n, max(1, len(todo))))
             for j, out in outcomes:
+                interrupt.check(_STOPPED)
                 i = todo[j]
                 theirs = (out.get("versions") or {}).get("sgdlab", mine)
                 if "result" in out and theirs != mine:
@@ -360,6 +375,10 @@ def run_configs(
                     st.put_failed(keys[i], configs[i], out["error"], out.get("wall_time"))
                 report.computed += 1
                 bar.advance("result" not in out)
+        except interrupt.Interrupted as e:
+            e.args = (f"sweep stopped: {report.computed} of {len(todo)} runs computed and stored, "
+                      f"{report.cached} cached; run it again to resume",)
+            raise
         finally:
             bar.close()
         rows = {r["key"]: r for r in st.query(keys=keys)}

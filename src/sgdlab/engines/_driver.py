@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from .. import _interrupt as interrupt
 from .base import Program, Trajectory
 
 __all__ = ["MAX_NORM2", "Program", "drive", "seed_keys"]
@@ -105,7 +106,7 @@ def drive(
     every: int,
     threshold: float,
     progress: Callable[[int], None] | None = None,
-    chunk_seconds: float = 1.0,
+    chunk_seconds: float = 0.5,
     lr: float | None = None,
     lr_a: float | None = None,
     stop_fraction: float | None = None,
@@ -114,12 +115,15 @@ def drive(
 ) -> Trajectory:
     """Run all seeds; return recorded steps, (M, Q, a) per record, escape and divergence steps.
 
-    Records are taken at step 0, every ``every`` steps and at the last step. With a
-    ``progress`` callback the records are run in chunks of about ``chunk_seconds`` (the
-    same compiled function, with traced bounds) and ``progress(steps_done)`` is called
-    between chunks. With ``stop_fraction`` the records are run in ``STOP_CHECKS`` equal
-    chunks (fixed by ``steps`` and ``every`` alone, so the result does not depend on timing),
-    and the run ends after the first chunk whose last record finds at least that fraction
+    Records are taken at step 0, every ``every`` steps and at the last step. The records
+    are run in chunks of about ``chunk_seconds`` (the same compiled function, with traced
+    bounds, so the result is bit for bit that of one call), ``progress(steps_done)`` is
+    called between chunks, and a SIGINT/SIGTERM noted by :mod:`sgdlab._interrupt` is
+    honoured between chunks: the run raises :class:`~sgdlab._interrupt.Interrupted`, or,
+    inside :func:`~sgdlab._interrupt.keep_partial`, returns the records so far with
+    ``info["interrupted"]`` set to the signal's name. With ``stop_fraction`` the records are
+    run in ``STOP_CHECKS`` equal chunks (fixed by ``steps`` and ``every`` alone, so the result
+    does not depend on timing), and the run ends after the first chunk whose last record finds at least that fraction
     of the seeds escaped or diverged (the recorded steps end there). ``start``: per-seed
     data of the initial state (arrays with a leading seed axis), or ``None``. ``hyper``:
     traced numbers of the program (``lr``, ``lr_a``, ``noise``, ``d``) that override the
@@ -155,29 +159,35 @@ def drive(
         ended = (np.asarray(c[2])[:n_seeds] >= 0) | (np.asarray(c[3])[:n_seeds] >= 0)
         return bool(ended.mean() >= stop_fraction)
 
-    stopped = False
-    if progress is None and stop_fraction is None:
-        carry, buffers = advance(carry, buffers, 1, n_full + 1, every)
-    else:
-        stop_chunk = max(1, -(-n_full // STOP_CHECKS))
-        done, chunk, calls = 0, 1 if stop_fraction is None else stop_chunk, 0
-        while done < n_full and not stopped:
-            n = min(chunk, n_full - done)
-            t0 = time.perf_counter()
-            carry, buffers = advance(carry, buffers, done + 1, done + 1 + n, every)
-            jax.block_until_ready(buffers)
-            dt = time.perf_counter() - t0
-            done += n
-            calls += 1
-            if progress is not None:
-                progress(done * every)
-            if stop_fraction is not None:  # fixed chunks: where a run stops must not depend on timing
-                chunk = stop_chunk
-            elif calls == 2:  # the first call also compiled: size the chunks on the second
-                chunk = max(1, int(chunk_seconds * n / max(dt, 1e-6)))
-            stopped = finished(carry)
-        if stopped:
-            n_full, rem = done, 0
+    stopped = interrupted = False
+    stop_chunk = max(1, -(-n_full // STOP_CHECKS))
+    done, chunk, calls = 0, 1 if stop_fraction is None else stop_chunk, 0
+    while done < n_full and not stopped:
+        if interrupt.requested() is not None:
+            interrupted = True
+            break
+        n = min(chunk, n_full - done)
+        t0 = time.perf_counter()
+        carry, buffers = advance(carry, buffers, done + 1, done + 1 + n, every)
+        jax.block_until_ready(buffers)
+        dt = time.perf_counter() - t0
+        done += n
+        calls += 1
+        if progress is not None:
+            progress(done * every)
+        if stop_fraction is not None:  # fixed chunks: where a run stops must not depend on timing
+            chunk = stop_chunk
+        elif calls == 2:  # the first call also compiled: size the chunks on the second
+            chunk = max(1, int(chunk_seconds * n / max(dt, 1e-6)))
+        stopped = finished(carry)
+    if rem and not stopped and interrupt.requested() is not None:
+        interrupted = True
+    if interrupted:
+        if not interrupt.partial_wanted():
+            interrupt.check(f"run stopped after {done * every} of {steps} steps")
+        interrupt.acknowledge()
+    if stopped or interrupted:
+        n_full, rem = done, 0
     if rem:
         carry, buffers = advance(carry, buffers, n_full + 1, n_full + 2, rem)
         if progress is not None:
@@ -196,4 +206,5 @@ def drive(
         a=np.moveaxis(a, 0, 1).astype(np.float64),
         escape_step=np.asarray(esc, dtype=np.int64),
         diverged_step=np.asarray(div, dtype=np.int64),
+        info={"interrupted": interrupt.signal_name(interrupt.requested())} if interrupted else {},
     )

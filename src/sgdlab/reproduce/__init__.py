@@ -25,9 +25,12 @@ confidence intervals beside the theory, wall time, device, package versions).
 
 from __future__ import annotations
 
+import inspect
+import sys
 from collections.abc import Callable
+from typing import Any
 
-__all__ = ["REPRODUCTIONS", "get"]
+__all__ = ["MEASURED", "REPRODUCTIONS", "about", "get", "plan_points"]
 
 
 def _info_exponent() -> Callable:
@@ -69,10 +72,54 @@ REPRODUCTIONS: dict[str, Callable[[], Callable]] = {
 }
 
 
+#: Measured wall times (2-core CPU, empty store and persistent compilation cache partly warm):
+#: ``full`` from the ``compute_s`` / ``wall_time_s`` of the full runs' results.json, ``quick``
+#: from the quick reproductions of the test suite (BENCHMARKS.md). A reproduction without an
+#: entry is listed as not measured; ``sgdlab reproduce NAME --dry-run`` gives its planned
+#: runs and seed-steps.
+MEASURED: dict[str, dict[str, str]] = {
+    "info-exponent": {"quick": "about 2 min", "full": "about 29 min"},
+    "smoothing": {"quick": "about 1.5 min", "full": "about 23 min"},
+    "batch-size": {"quick": "about 2 min", "full": "about 93 min"},
+    "ssi": {"quick": "about 2 min", "full": "about 28 min"},
+    "fourier": {"quick": "about 1.5 min"},
+}
+
+
 def get(name: str) -> Callable:
     """The ``reproduce(**options)`` function of a reproduction."""
+    from .._errors import did_you_mean
     from ..config import ConfigError
 
     if name not in REPRODUCTIONS:
-        raise ConfigError(f"NAME: got {name!r}; allowed: {', '.join(REPRODUCTIONS)}")
+        raise ConfigError(f"NAME: got {name!r}{did_you_mean(name, REPRODUCTIONS)}; allowed: {', '.join(REPRODUCTIONS)}")
     return REPRODUCTIONS[name]()
+
+
+def _module(name: str):
+    return sys.modules[get(name).__module__]
+
+
+def about(name: str) -> str:
+    """The first sentence of the reproduction module's docstring (what it reproduces, whose paper)."""
+    doc = inspect.getdoc(_module(name)) or ""
+    first = " ".join(doc.split("\n\n")[0].split())
+    return first.split(": ", 1)[1] if first.startswith("``sgdlab reproduce") and ": " in first else first
+
+
+def plan_points(name: str, **options: Any) -> list | None:
+    """The runs (:class:`~sgdlab.reproduce._common.Point`) a reproduction would compute with
+    these options (``quick``, ``engine``, ``seeds``, ``links``, ...), from its module's
+    ``plan(**options)``; ``None`` when the module has no such plan."""
+    from ._common import Point
+
+    plan = getattr(_module(name), "plan", None)
+    if plan is None:
+        return None
+    params = inspect.signature(plan).parameters
+    if any(p.default is p.empty and p.kind is not p.VAR_KEYWORD for p in params.values()):
+        return None  # a plan of another shape (e.g. of a specification object)
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    out = plan(**{k: v for k, v in options.items() if takes_any or k in params})
+    pts = out[1] if isinstance(out, tuple) and len(out) == 2 else out
+    return list(pts) if isinstance(pts, list) and all(isinstance(p, Point) for p in pts) else None
