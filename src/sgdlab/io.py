@@ -37,8 +37,17 @@ TRAJECTORY = "trajectory.parquet"
 SUMMARY = "summary.json"
 
 
+def device_name() -> str:
+    """The device JAX computes on in this process, e.g. ``"cpu: cpu"`` or ``"gpu: NVIDIA H200"``."""
+    import jax
+
+    dev = jax.devices()[0]
+    return f"{dev.platform}: {getattr(dev, 'device_kind', dev.platform)}"
+
+
 def package_versions() -> dict[str, str | None]:
-    """Versions of the packages a run depends on (``None`` when not installed)."""
+    """Versions of the packages a run depends on (``None`` when not installed), and under
+    ``"device"`` the device JAX computes on in this process (:func:`device_name`)."""
     from . import __version__
 
     out: dict[str, str | None] = {"sgdlab": __version__}  # also when run from a source tree
@@ -48,6 +57,7 @@ def package_versions() -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             out[name] = None
     out["python"] = platform.python_version()
+    out["device"] = device_name()
     return out
 
 

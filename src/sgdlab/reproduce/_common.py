@@ -16,7 +16,7 @@ import numpy as np
 
 from ..analysis import EscapeStats, ScalingFit, escape_from_result, fit_scaling
 from ..config import Config, ConfigError, load_config
-from ..io import _atomic_write, package_versions
+from ..io import SUMMARY, _atomic_write, package_versions
 from ..result import Result
 from ..store import Store, run_key
 
@@ -30,6 +30,7 @@ __all__ = [
     "cost",
     "matched_config",
     "pow2",
+    "provenance",
     "run_points",
     "write_outputs",
 ]
@@ -133,8 +134,23 @@ def run_points(
             first = bad[0] or {}
             raise ConfigError(f"reproduce: a run failed: {first.get('error', 'missing from the store')}")
         results = [st.result(k) for k in keys]
+        computed_on = {k: computed_on_of(json.loads((st.run_dir(k) / SUMMARY).read_text())) for k in set(keys)}
     del report
-    return results, [rows[k] for k in keys]
+    return results, [{**rows[k], "computed_on": computed_on[k]} for k in keys]
+
+
+def computed_on_of(summary: Mapping[str, Any]) -> str:
+    """Where a stored run was computed, from its ``summary.json``: the worker's device and jax
+    version (``"gpu: NVIDIA H200, jax 0.11.2"``); runs stored before devices were recorded say
+    ``"device not recorded"`` beside their jax version."""
+    v = summary.get("worker_versions") or summary.get("versions") or {}
+    return f"{v.get('device') or 'device not recorded'}, jax {v.get('jax') or '?'}"
+
+
+def provenance(points: Sequence[Point], rows: Sequence[Mapping[str, Any]]) -> list[dict]:
+    """Per point of a reproduction: its tags and where it was computed (``computed_on`` of the
+    rows :func:`run_points` returns), for ``results.json``."""
+    return [{**p.tags, "computed_on": r.get("computed_on")} for p, r in zip(points, rows, strict=True)]
 
 
 def escape_row(result: Result, *, mask=None, seed: int = 0) -> tuple[EscapeStats, dict]:
@@ -219,10 +235,15 @@ def fmt_g(spec: str = ".3g") -> Callable[[Any], str]:
 
 
 def write_outputs(
-    out: Path, *, name: str, summary: dict, table: str, figures: Mapping[str, Any], started: float
+    out: Path, *, name: str, summary: dict, table: str, figures: Mapping[str, Any], started: float,
+    points: Sequence[Mapping[str, Any]] | None = None,
 ) -> Outputs:
     """Write ``figures`` (name -> matplotlib figure) as PNG, ``table.md`` and
-    ``results.json`` (``summary`` plus wall time, device and package versions) into ``out``."""
+    ``results.json`` into ``out``: ``summary`` plus the wall time, ``device`` (where the runs
+    were computed: the distinct ``computed_on`` of ``points``, else this process's device),
+    ``runs_computed_on`` (each run's tags and ``computed_on``, from :func:`provenance`), and
+    ``assembled_on`` / ``versions``: the machine and packages of the process that wrote
+    these outputs (read back runs computed elsewhere, fitted, drew)."""
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
@@ -236,9 +257,12 @@ def write_outputs(
         "reproduction": name,
         **summary,
         "wall_time_s": time.perf_counter() - started,
-        "device": device_description(),
+        "device": "; ".join(sorted({p["computed_on"] for p in points})) if points else device_description(),
+        "assembled_on": device_description(),
         "versions": package_versions(),
     }
+    if points:
+        summary["runs_computed_on"] = list(points)
     text = json.dumps(summary, indent=2, default=_json_default) + "\n"
     _atomic_write(out / "table.md", lambda tmp: Path(tmp).write_text(table))
     _atomic_write(out / "results.json", lambda tmp: Path(tmp).write_text(text))

@@ -93,6 +93,7 @@ from ._common import (
     fmt_g,
     markdown_table,
     matched_config,
+    provenance,
     run_points,
     write_outputs,
 )
@@ -647,7 +648,8 @@ def reproduce(
         figures["phase.png"] = _phase_figure(spec, phase_rows)
     if committee:
         figures["committee.png"] = _committee_figure(spec.committee, pts, results)
-    return write_outputs(out, name="batch-size", summary=summary, table=table, figures=figures, started=started)
+    return write_outputs(out, name="batch-size", summary=summary, table=table, figures=figures, started=started,
+                         points=provenance(pts, rows))
 
 
 # --------------------------------------------------------------------------------------

@@ -61,6 +61,7 @@ from ._common import (
     markdown_table,
     matched_config,
     pow2,
+    provenance,
     run_points,
     write_outputs,
 )
@@ -330,7 +331,8 @@ def reproduce(
             ("median_samples_lo", "CI low", fmt), ("median_samples_hi", "CI high", fmt),
         ])
     figures = {"scaling.png": _scaling_figure(scaling), "trajectories.png": _trajectory_figure(traj, tspec)}
-    return write_outputs(out, name="info-exponent", summary=summary, table=table, figures=figures, started=started)
+    return write_outputs(out, name="info-exponent", summary=summary, table=table, figures=figures, started=started,
+                         points=provenance(pts, rows))
 
 
 

@@ -51,6 +51,7 @@ from ._common import (
     markdown_table,
     matched_config,
     pow2,
+    provenance,
     run_points,
     write_outputs,
 )
@@ -235,7 +236,8 @@ def reproduce(
         ("ci_text", "95% CI", str),
     ])
     return write_outputs(out, name="smoothing", summary=summary, table=table,
-                         figures={"scaling.png": _figure(fits)}, started=started)
+                         figures={"scaling.png": _figure(fits)}, started=started,
+                         points=provenance(pts, rows))
 
 
 def _ci(st) -> list[float | None]:

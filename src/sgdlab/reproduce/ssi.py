@@ -39,7 +39,17 @@ import numpy as np
 
 from .. import theory
 from ..analysis import km_median, wilson_interval
-from ._common import Outputs, Point, cost, escape_row, fmt_g, markdown_table, run_points, write_outputs
+from ._common import (
+    Outputs,
+    Point,
+    cost,
+    escape_row,
+    fmt_g,
+    markdown_table,
+    provenance,
+    run_points,
+    write_outputs,
+)
 
 __all__ = ["plan", "cost", "reproduce"]
 
@@ -364,7 +374,8 @@ def reproduce(
     figures = {"escape.png": _escape_figure(escape_rows, gain_rows, gain_fits, spec),
                "positional.png": _positional_figure(grids, m_axis, land_rows, trans),
                "trajectories.png": _trajectory_figure(rc, ro)}
-    return write_outputs(out, name="ssi", summary=summary, table=_table(summary), figures=figures, started=started)
+    return write_outputs(out, name="ssi", summary=summary, table=_table(summary), figures=figures, started=started,
+                         points=provenance(pts, rows))
 
 
 # ------------------------------------------------------------------ table and figures
