@@ -224,3 +224,227 @@ def test_plot_writes_png(chain_run, full_run, tmp_path):
 def test_plot_missing_run(tmp_path):
     res = runner.invoke(app, ["plot", str(tmp_path)])
     assert res.exit_code == 2 and res.stderr.startswith("error: run: ")
+
+
+# --------------------------------------------------------------------------------------
+# safe outputs
+# --------------------------------------------------------------------------------------
+
+
+def test_out_is_a_file_or_a_folder_of_another_run(config_file, chain_run, tmp_path):
+    """Planted bugs caught: --out pointing at a file (a traceback before), and a run replacing
+    a folder that holds another configuration's run without --force."""
+    f = tmp_path / "file.txt"
+    f.write_text("keep me")
+    res = runner.invoke(app, ["run", str(config_file), "--out", str(f)])
+    assert res.exit_code == 2 and res.stderr.startswith("error: --out: got ") and "existing file" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and f.read_text() == "keep me"
+    before = (chain_run / "summary.json").read_text()
+    res = runner.invoke(app, ["run", str(config_file), "--out", str(chain_run), "--set", "train.lr=0.04"])
+    assert res.exit_code == 2 and "--force" in res.stderr
+    assert (chain_run / "summary.json").read_text() == before
+
+
+def test_force_and_reruns_leave_no_stale_files(config_file, tmp_path):
+    """A rerun of the same configuration, or --force over another run, replaces the run's files
+    together: the old figure does not stay beside new data, other files are left alone.
+    Planted bug caught: writing the new files over the old folder (figure.png stays)."""
+    out = tmp_path / "r"
+    assert runner.invoke(app, ["run", str(config_file), "--out", str(out)]).exit_code == 0
+    (out / "figure.png").write_bytes(b"old figure")
+    (out / "notes.txt").write_text("mine")
+    res = runner.invoke(app, ["run", str(config_file), "--out", str(out)])  # same settings: allowed
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "summary.json", "trajectory.parquet"]
+    (out / "figure.png").write_bytes(b"old figure")
+    res = runner.invoke(app, ["run", str(config_file), "--out", str(out), "--set", "train.lr=0.04", "--force"])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "summary.json", "trajectory.parquet"]
+    assert read_run(out)[1]["config"]["train"]["lr"] == 0.04
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+# --------------------------------------------------------------------------------------
+# one-line errors
+# --------------------------------------------------------------------------------------
+
+BAD_MORE = [
+    (["--seeds", "100000000000000000000"], "seeds", "100000000000000000000"),
+    (["--set", "seed=99999999999999999999"], "seed", "99999999999999999999"),
+    (["--set", "train.escape_threshold=2"], "train.escape_threshold", "2"),
+    (["--engine", "ode", "--seeds", "64"], "seeds", "64"),
+    (["--engine", "chain", "--set", "engine=full"], "engine", "full"),
+    (["--set", "engine=chian"], "engine", "did you mean 'chain'"),
+    (["--set", "train.lrr=1"], "train.lrr", "did you mean 'lr'"),
+    (["--set", "student.activation=reul"], "student.activation", "did you mean 'relu'"),
+]
+
+
+@pytest.mark.parametrize(("extra", "field", "text"), BAD_MORE)
+def test_more_bad_input_is_one_error_line(config_file, tmp_path, extra, field, text):
+    """Each used to be a traceback or to run silently (a threshold nothing reaches, one ODE
+    trajectory for 64 seeds, --engine overriding --set engine). Planted bug caught: dropping a
+    check (the command then runs and exits 0, or prints a traceback)."""
+    res = runner.invoke(app, ["run", str(config_file), "--out", str(tmp_path / "x"), *extra])
+    assert res.exit_code == 2, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {field}: ") and text in lines[0], res.stderr
+    assert "Traceback" not in res.output and "JAX function" not in res.stderr and "pydantic" not in res.stderr
+
+
+def test_binary_config_and_all_errors_at_once(tmp_path):
+    """A binary file is one error line; several invalid keys are reported together, one line
+    each. Planted bug caught: only the first error reported (one line instead of three)."""
+    f = tmp_path / "bin.toml"
+    f.write_bytes(bytes(range(256)))
+    res = runner.invoke(app, ["run", str(f)])
+    assert res.exit_code == 2 and res.stderr.strip().splitlines() == [
+        f"error: config: got '{f}', which is not UTF-8 text; allowed: a TOML file"]
+    g = tmp_path / "many.toml"
+    g.write_text('d = 12\nengine = "chian"\n[train]\nlrr = 1\n[student]\nactivation = "reul"\n')
+    res = runner.invoke(app, ["run", str(g)])
+    lines = res.stderr.strip().splitlines()
+    assert res.exit_code == 2 and len(lines) == 3, res.stderr
+    assert {ln.split(":")[1].strip() for ln in lines} == {"engine", "train.lrr", "student.activation"}
+
+
+def test_hermite_override_replaces_the_files_link(config_file):
+    """--set target.hermite=... on a config with a link replaces the link (they are
+    alternatives) instead of failing with 'exactly one of link, hermite'."""
+    res = runner.invoke(app, ["run", str(config_file), "--set", "target.hermite=[0,0,1]", "--dry-run"])
+    assert res.exit_code == 0, res.output
+    cfg = json.loads(res.stdout[: res.stdout.index("\n}\n") + 2])
+    assert cfg["target"]["hermite"] == [0.0, 0.0, 1.0] and cfg["target"]["link"] is None
+
+
+@pytest.mark.parametrize(("links", "text"), [("gelu", "did you mean 'relu'"), (",", "a comma list of link names")])
+def test_reproduce_links_are_checked(links, text):
+    """--links gelu was a traceback deep in the run, --links , ran the default series."""
+    res = runner.invoke(app, ["reproduce", "info-exponent", "--quick", "--links", links, "--dry-run"])
+    assert res.exit_code == 2 and res.stderr.startswith("error: --links: ") and text in res.stderr, res.output
+
+
+# --------------------------------------------------------------------------------------
+# honest tables
+# --------------------------------------------------------------------------------------
+
+
+def test_median_escape_is_kaplan_meier_with_censoring():
+    """12% escaped used to show the median over the escaped seeds ('318'): the Kaplan-Meier
+    median is undefined then and shown as '> horizon'. Planted bug caught: median over the
+    escaped seeds (10 instead of 20 below, and 318 instead of '> 400')."""
+    from sgdlab.cli import _summary_median
+    from sgdlab.store import _escape_stats
+
+    few = {"n_seeds": 8, "steps": 400, "escape_step": [318] + [None] * 7, "diverged": [None] * 8, "n_diverged": 0}
+    assert _summary_median(few) == "> 400"
+    assert _escape_stats(few)["median_escape_step"] is None and _escape_stats(few)["horizon"] == 400
+    half = {"n_seeds": 3, "steps": 100, "escape_step": [10, 20, None], "diverged": [None] * 3, "n_diverged": 0}
+    assert _summary_median(half) == "20" and _escape_stats(half)["median_escape_step"] == 20.0
+    # a seed that diverged at step 5 without escaping is censored there (no longer at risk at
+    # step 10: S(10) = 1 - 1/2), not at the horizon (S(10) = 2/3, the median would be 30)
+    div = {"n_seeds": 3, "steps": 100, "escape_step": [10, None, 30], "diverged": [None, 5, None], "n_diverged": 1}
+    assert _summary_median(div) == "10"
+
+
+@pytest.fixture(scope="module")
+def sweep_store(config_file, tmp_path_factory) -> Path:
+    store = tmp_path_factory.mktemp("store")
+    res = runner.invoke(app, ["sweep", str(config_file), "--grid", "train.lr=0.05,0.04", "--grid",
+                              "train.init=0.3,0.4", "--workers", "1", "--store", str(store)])
+    assert res.exit_code == 0, res.output
+    return store
+
+
+def test_tables_fit_80_columns_keeping_the_useful_ones(sweep_store):
+    """At 80 columns (a pipe) every line fits and the varying settings and escape columns
+    stay; what is left out is named. Planted bug caught: a fixed 200-column table in pipes,
+    or rich squeezing every column (cut values such as '0.0…')."""
+    res = runner.invoke(app, ["results", "--store", str(sweep_store)], env={"COLUMNS": "80"})
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    assert max(len(ln) for ln in lines) <= 80, res.stdout
+    header = next(ln for ln in lines if "status" in ln)
+    for col in ("status", "train.lr", "train.init", "escaped", "median escape"):
+        assert col in header, header
+    assert "…" not in res.stdout
+    assert "left out at 80 columns" in res.stdout and "--format csv" in res.stdout
+
+
+def test_results_csv_and_json(sweep_store):
+    import csv
+    import io
+
+    res = runner.invoke(app, ["results", "--store", str(sweep_store), "--format", "csv"])
+    rows = list(csv.DictReader(io.StringIO(res.stdout)))
+    assert res.exit_code == 0 and len(rows) == 4
+    assert {"key", "status", "train.lr", "median_escape_step", "horizon", "frac_escaped"} <= set(rows[0])
+    assert {r["horizon"] for r in rows} == {"10"}
+    res = runner.invoke(app, ["results", "--store", str(sweep_store), "--format", "json"])
+    data = json.loads(res.stdout)
+    assert len(data) == 4 and sorted({r["train.lr"] for r in data}) == [0.04, 0.05]
+    res = runner.invoke(app, ["results", "--store", str(sweep_store), "--format", "xml"])
+    assert res.exit_code == 2 and res.stderr.startswith("error: --format: got 'xml'")
+
+
+@pytest.mark.parametrize(("suffix", "magic"), [(".pdf", b"%PDF"), (".svg", b"<?xml"), (".png", b"\x89PNG")])
+def test_plot_writes_the_format_of_its_extension(chain_run, full_run, tmp_path, suffix, magic):
+    """Planted bug caught: PNG data written whatever the extension (format='png')."""
+    out = tmp_path / f"fig{suffix}"
+    res = runner.invoke(app, ["plot", str(chain_run), str(full_run), "--out", str(out), "--style", "paper"])
+    assert res.exit_code == 0, res.output
+    assert out.read_bytes()[: len(magic)] == magic
+
+
+def test_plot_labels_runs_by_the_settings_that_differ(chain_run, full_run):
+    """The chain run (3 seeds, 10 steps) and the full run (2 seeds, 20 steps) are told apart
+    by engine, seeds and train.steps, not by a generic label. Planted bug caught: labels
+    'chain, d=12' and 'full, d=12' that hide the other differences."""
+    from sgdlab.plot import differing_labels, load_curves
+
+    labels = differing_labels([load_curves(d)["summary"] for d in (chain_run, full_run)])
+    assert labels == ["engine=chain, seeds=3, train.steps=10", "engine=full, seeds=2, train.steps=20"]
+    res = runner.invoke(app, ["plot", str(chain_run), "--out", "x.jpg"])
+    assert res.exit_code == 2 and res.stderr.startswith("error: --out: got 'x.jpg'; allowed: a file ending in")
+
+
+# --------------------------------------------------------------------------------------
+# niceties
+# --------------------------------------------------------------------------------------
+
+
+def test_version_help_and_dry_run(config_file, tmp_path, monkeypatch):
+    """--version; help that renders its default folder and integer types (rich used to eat
+    '[results/...]'); --dry-run prints the resolved configuration, run key and seed-steps and
+    writes nothing."""
+    from sgdlab import __version__
+
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.stdout.strip() == f"sgdlab {__version__}"
+    res = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "200"})
+    assert "results/<config>-<engine>-<key of the settings>" in res.stdout and "<int>" in res.stdout
+    assert "SYSTEMS" not in res.stdout
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["run", str(config_file), "--dry-run", "--seeds", "5"])
+    assert res.exit_code == 0, res.output
+    assert '"seeds": 5' in res.stdout and "dry run: 1 run" in res.stdout and "50 seed-steps" in res.stdout
+    assert not (tmp_path / "results").exists()
+    res = runner.invoke(app, ["sweep", str(config_file), "--grid", "train.lr=0.1,0.2,0.3", "--dry-run",
+                              "--store", str(tmp_path / "s")])
+    assert res.exit_code == 0 and "dry run: 3 runs, 0 in the store, 3 to compute; 90 seed-steps" in res.stdout
+    assert not (tmp_path / "s").exists()
+
+
+def test_reproduce_list_and_dry_run():
+    """--list is driven by REPRODUCTIONS (a reproduction added there is listed with its
+    paper); --dry-run gives the planned runs. Planted bug caught: a hard-coded list."""
+    from sgdlab.reproduce import REPRODUCTIONS
+
+    res = runner.invoke(app, ["reproduce", "--list"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    for name in REPRODUCTIONS:
+        assert any(ln.startswith(f"{name}: ") for ln in res.stdout.splitlines()), name
+    assert "Ben Arous, Gheissari and Jagannath" in res.stdout and "about 29 min" in res.stdout
+    res = runner.invoke(app, ["reproduce", "ssi", "--quick", "--dry-run", "--store", "/nonexistent"])
+    assert res.exit_code == 0, res.output
+    assert "dry run: " in res.stdout and " to compute; " in res.stdout

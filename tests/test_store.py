@@ -64,7 +64,9 @@ def test_put_layout_index_and_load(tmp_path):
         assert list((tmp_path / "s" / "tmp").iterdir()) == []
         (row,) = st.query([f"key={k}"])
         assert row["train.lr"] == 0.01 and row["train.spherical"] is True and row["n_seeds"] == 3
-        assert row["frac_escaped"] == pytest.approx(2 / 3) and row["median_escape_step"] == 15.0
+        assert row["frac_escaped"] == pytest.approx(2 / 3)
+        # Kaplan-Meier median of escapes (10, 20, censored): 20, not 15 (the median of the escaped)
+        assert row["median_escape_step"] == 20.0 and row["horizon"] == 40
         (fail,) = st.query(["status=failed"])
         assert fail["error"] == "ValueError: bad thing" and fail["path"] is None
         assert {r["key"] for r in st.query(["train.lr>0.1"])} == {kd, kf}
@@ -173,3 +175,23 @@ def test_summary_records_key(tmp_path):
         st.put(k, c, fake_result(), worker_versions={"sgdlab": "x"})
         s = json.loads((tmp_path / "s" / "runs" / k / "summary.json").read_text())
         assert s["run_key"] == k and s["worker_versions"] == {"sgdlab": "x"} and s["config"] == c.to_dict()
+
+
+def test_store_from_before_the_kaplan_meier_median_is_migrated(tmp_path):
+    """A store written when median_escape_step was the median over escaped seeds (no horizon
+    column) gets the Kaplan-Meier median and the horizon when opened for writing, read back
+    from each run's summary.json. Planted bug caught: no migration (the old 15 stays)."""
+    import sqlite3
+
+    c = cfg()
+    with Store(tmp_path / "s") as st:
+        st.put(run_key(c), c, fake_result())
+    with sqlite3.connect(tmp_path / "s" / "index.sqlite") as con:
+        con.execute("ALTER TABLE runs DROP COLUMN horizon")
+        con.execute("UPDATE runs SET median_escape_step = 15.0")
+    with Store(tmp_path / "s", readonly=True) as st:  # read-only: shown as it is, no horizon
+        (row,) = st.query()
+        assert row["median_escape_step"] == 15.0 and row["horizon"] is None
+    with Store(tmp_path / "s") as st:
+        (row,) = st.query()
+        assert row["median_escape_step"] == 20.0 and row["horizon"] == 40

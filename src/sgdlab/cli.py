@@ -105,6 +105,17 @@ def _usage_message(e: Exception) -> str:
     return f"usage: {msg}"
 
 
+def _user_config(cfg):
+    """Checks of a configuration given on the command line beyond the library's: an escape
+    threshold above 1 is accepted by the library (its reproductions use 2 to switch the escape
+    statistic off) but is a mistake from a user, since no normalised overlap exceeds 1."""
+    t = cfg.train.escape_threshold
+    if t > 1:
+        raise ConfigError(f"train.escape_threshold: got {t!r}; allowed: a number in (0, 1] (a normalised "
+                          "overlap, which never exceeds 1)")
+    return cfg
+
+
 def _int_option(name: str, text: str | None, allowed: str) -> int | None:
     """Integer options are read here so that a bad value is reported with the value itself."""
     if text is None:
@@ -202,7 +213,7 @@ def _print_table(con: Console, title: str, columns: list[tuple[str, int, list[st
     con.print(table)
     if hidden:
         con.print(f"({len(hidden)} column{'s' if len(hidden) > 1 else ''} left out at {con.width} columns: "
-                  f"{', '.join(hidden)}{hint})", markup=False)
+                  f"{', '.join(hidden)}{hint})", markup=False, soft_wrap=False)
 
 
 def _run_dir_key(cfg) -> str:
@@ -366,7 +377,7 @@ def run_command(
     from . import _interrupt
 
     n_seeds = _int_option("--seeds", seeds, "a positive integer")
-    cfg = load_config(config, set_ or (), engine=engine, seeds=n_seeds)
+    cfg = _user_config(load_config(config, set_ or (), engine=engine, seeds=n_seeds))
     out_dir = out if out is not None else default_out(config, cfg)
     con = _stdout()
     if dry_run:
@@ -392,34 +403,42 @@ def plot_command(
     dirs: Annotated[
         list[Path] | None, typer.Argument(help="Run folders written by 'sgdlab run'.", show_default=False)
     ] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="PNG file [<first folder>/figure.png].")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Figure file: .png, .pdf or .svg (default: <first folder>/figure.png)."),
+    ] = None,
     store: Annotated[
-        Path | None, typer.Option("--store", help="Overlay the runs of a results store instead [STORE/figure.png].")
+        Path | None,
+        typer.Option("--store", help="Overlay the runs of a results store instead (default figure: STORE/figure.png)."),
     ] = None,
     where: Annotated[
         list[str] | None, typer.Option("--where", help="With --store: column=value (also != < <= > >=); repeatable.")
     ] = None,
+    style: Annotated[
+        str, typer.Option("--style", help="default, or paper (one column wide, serif, 300 dpi).")
+    ] = "default",
 ) -> None:
-    """Overlay runs: normalised overlap and risk against t = samples / d."""
+    """Overlay runs: normalised overlap and risk against t = samples / d, each run labelled by
+    the settings that differ between them."""
     from .plot import plot_runs
 
-    if store is not None or where:
-        if dirs:
-            raise ConfigError("plot: got run folders and --store/--where; allowed: either folders or a store query")
-        from .sweep import plot_query
-
-        path, n = plot_query(store if store is not None else Path("results"), where or (), out)
-        _stdout().print(f"wrote {path} ({n} run{'s' if n != 1 else ''})")
-        return
-    if not dirs:
-        raise ConfigError(
-            "DIRS: got nothing; allowed: run folders written by 'sgdlab run', or --store DIR [--where ...]"
-        )
     try:
-        path = plot_runs(dirs, out)
+        if store is not None or where:
+            if dirs:
+                raise ConfigError("plot: got run folders and --store/--where; allowed: either folders or a store query")
+            from .sweep import plot_query
+
+            path, n = plot_query(store if store is not None else Path("results"), where or (), out, style=style)
+            _stdout().print(f"wrote {path} ({n} run{'s' if n != 1 else ''})", markup=False)
+            return
+        if not dirs:
+            raise ConfigError(
+                "DIRS: got nothing; allowed: run folders written by 'sgdlab run', or --store DIR [--where ...]"
+            )
+        path = plot_runs(dirs, out, style=style)
     except (FileNotFoundError, ValueError) as e:
         raise ConfigError(str(e)) from None
-    _stdout().print(f"wrote {path}")
+    _stdout().print(f"wrote {path}", markup=False)
 
 
 # --------------------------------------------------------------------------------------
@@ -528,8 +547,9 @@ def sweep_command(
     axes = parse_grid(grid or ())
     base = load_config(config, set_ or (), engine=engine, seeds=n_seeds).to_dict()
     con = _stdout()
+    configs = [_user_config(c) for c in expand_grid(base, axes)]
     if dry_run:
-        _dry_run(con, expand_grid(base, axes), store=store)
+        _dry_run(con, configs, store=store)
         return
 
     def started(rep) -> None:

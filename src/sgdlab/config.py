@@ -117,7 +117,7 @@ class TrainConfig(_Section):
     projected: bool = False
     init: Literal["random", "random_positive"] | Number = "random"
     record_every: int = 100
-    escape_threshold: Number = Field(default=0.5, gt=0, le=1)  # a normalised overlap never exceeds 1
+    escape_threshold: Number = 0.5
     smoothing: Number | None = None
     smoothing_nodes: int | None = None
     stop_fraction: Number | None = None

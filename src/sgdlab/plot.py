@@ -64,31 +64,93 @@ def _band(ax, t, y, color, label) -> None:
     ax.plot(t, med, color=color, lw=1.8, label=f"{label}: median, 10-90%")
 
 
-def plot_runs(run_dirs: Sequence[str | Path], out: str | Path | None = None, *, title: str | None = None) -> Path:
-    """Overlay the run folders ``run_dirs`` in one figure; write a PNG (default
-    ``<first folder>/figure.png``) and return its path."""
+FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
+
+#: ``style="paper"``: a single-column figure (3.4 in wide), serif text at 8-9 pt, thin lines,
+#: no top or right spines, 300 dpi for PNG.
+PAPER = {
+    "figure.figsize": (3.4, 4.2),
+    "font.family": "serif",
+    "font.size": 8,
+    "axes.labelsize": 9,
+    "legend.fontsize": 6.5,
+    "lines.linewidth": 1.2,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "savefig.dpi": 300,
+}
+STYLES = ("default", "paper")
+
+
+def figure_format(out: str | Path) -> str:
+    """The matplotlib format of ``out`` from its extension (.png, .pdf, .svg), else ValueError."""
+    fmt = FORMATS.get(Path(out).suffix.lower())
+    if fmt is None:
+        raise ValueError(f"--out: got {str(out)!r}; allowed: a file ending in {', '.join(FORMATS)}")
+    return fmt
+
+
+def save_figure(draw, out: str | Path, style: str = "default") -> Path:
+    """Draw a figure with ``draw()`` in ``style`` and write it to ``out`` atomically, in the
+    format of its extension; return the path."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    out = Path(out)
+    fmt = figure_format(out)
+    if style not in STYLES:
+        raise ValueError(f"--style: got {style!r}; allowed: {', '.join(STYLES)}")
+    with plt.rc_context(PAPER if style == "paper" else {}):
+        fig = draw()
+        dpi = plt.rcParams["savefig.dpi"] if style == "paper" else 120
+        _atomic_write(out, lambda p: fig.savefig(p, dpi=dpi, format=fmt))
+    plt.close(fig)
+    return out
+
+
+def differing_labels(summaries: Sequence[dict]) -> list[str] | None:
+    """Labels of overlaid runs by the settings that differ between them (engine, d, seeds and
+    configuration fields), e.g. ``engine=full, train.lr=0.002``; ``None`` for a single run or
+    runs whose settings all agree."""
+    from .store import flatten
+
+    flat = [{"engine": s.get("engine"), "d": s.get("d"), "seeds": s.get("n_seeds"),
+             **flatten({k: v for k, v in (s.get("config") or {}).items() if k not in ("engine", "d", "seeds")})}
+            for s in summaries]
+    keys = list(dict.fromkeys(k for f in flat for k in f))
+    vary = [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
+    if len(summaries) < 2 or not vary:
+        return None
+    return [", ".join(f"{k}={f.get(k)}" for k in vary) for f in flat]
+
+
+def plot_runs(run_dirs: Sequence[str | Path], out: str | Path | None = None, *, title: str | None = None,
+              style: str = "default") -> Path:
+    """Overlay the run folders ``run_dirs`` in one figure, each labelled by the settings that
+    differ between them; write it (default ``<first folder>/figure.png``; PNG, PDF or SVG by
+    the extension; ``style`` ``"default"`` or ``"paper"``) and return its path."""
     dirs = [Path(d) for d in run_dirs]
     if not dirs:
         raise ValueError("plot: got no run folders; allowed: one or more folders written by 'sgdlab run'")
-    curves = [load_curves(d) for d in dirs]
     out_path = Path(out) if out is not None else dirs[0] / "figure.png"
-    fig = figure_of(curves, title=title)
-    _atomic_write(out_path, lambda p: fig.savefig(p, dpi=120, format="png"))
-    plt.close(fig)
-    return out_path
+    figure_format(out_path)
+    curves = [load_curves(d) for d in dirs]
+    labels = differing_labels([c["summary"] for c in curves])
+    for c, label in zip(curves, labels or [], strict=False):
+        c["label"] = label
+    return save_figure(lambda: figure_of(curves, title=title, style=style), out_path, style)
 
 
-def figure_of(curves: Sequence[dict], *, title: str | None = None):
+def figure_of(curves: Sequence[dict], *, title: str | None = None, style: str = "default"):
     """The overlay figure (overlap above, risk below) of curves from :func:`load_curves`
-    (drawn with pyplot's current backend: inline in a notebook, Agg in ``sgdlab plot``)."""
+    (drawn with pyplot's current backend: inline in a notebook, Agg in ``sgdlab plot``);
+    ``style="paper"`` takes the size of :data:`PAPER`."""
     import matplotlib.pyplot as plt
 
-    fig, (ax_m, ax_r) = plt.subplots(2, 1, figsize=(7.0, 6.5), sharex=True, constrained_layout=True)
+    size = PAPER["figure.figsize"] if style == "paper" else (7.0, 6.5)
+    fig, (ax_m, ax_r) = plt.subplots(2, 1, figsize=size, sharex=True, constrained_layout=True)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, c in enumerate(curves):
         color = colors[i % len(colors)]
@@ -101,7 +163,7 @@ def figure_of(curves: Sequence[dict], *, title: str | None = None):
     thresholds.discard(None)
     for th in thresholds:
         ax_m.axhline(th, color="0.5", lw=0.8, ls=":")
-    ax_m.legend(loc="best", fontsize=8)
+    ax_m.legend(loc="best", fontsize=None if style == "paper" else 8)
     risks = np.concatenate([c["risk"].ravel() for c in curves])
     risks = risks[np.isfinite(risks)]
     if risks.size and risks.min() > 0 and risks.max() / max(risks.min(), 1e-300) > 20:

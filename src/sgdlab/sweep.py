@@ -453,17 +453,12 @@ def varying_columns(rows: list[dict], candidates: Iterable[str] | None = None) -
     return out
 
 
-def plot_query(store: Store | str | Path, where: Iterable[str] = (), out: str | Path | None = None) -> tuple[Path, int]:
+def plot_query(store: Store | str | Path, where: Iterable[str] = (), out: str | Path | None = None, *,
+               style: str = "default") -> tuple[Path, int]:
     """Overlay the finished runs of ``store`` matching ``where`` (labelled by the
-    configuration fields that differ between them); return (the PNG path, number of runs)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from .io import _atomic_write
-    from .plot import _band, load_curves
+    configuration fields that differ between them); return (the figure's path: PNG, PDF or
+    SVG by its extension, and the number of runs)."""
+    from .plot import figure_format, figure_of, load_curves, save_figure
 
     st = store if isinstance(store, Store) else Store(store, readonly=True)
     try:
@@ -479,27 +474,10 @@ def plot_query(store: Store | str | Path, where: Iterable[str] = (), out: str | 
         )
     vary = varying_columns(rows)
     out_path = Path(out) if out is not None else st.root / "figure.png"
-    fig, (ax_m, ax_r) = plt.subplots(2, 1, figsize=(7.5, 6.5), sharex=True, constrained_layout=True)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    absolute = False
+    figure_format(out_path)
     curves = [load_curves(r["path"]) for r in rows]
-    for i, (r, c) in enumerate(zip(rows, curves, strict=True)):
-        absolute |= c["absolute"]
-        label = ", ".join(f"{k}={r[k]}" for k in vary) or c["label"]
-        color = colors[i % len(colors)]
-        _band(ax_m, c["t"], c["overlap"], color, label)
-        _band(ax_r, c["t"], c["risk"], color, label)
-    ax_m.set_ylabel(r"$|M_{00}|/\sqrt{Q_{00}}$" if absolute else r"overlap $M_{00}/\sqrt{Q_{00}}$")
-    ax_m.axhline(0.0, color="0.7", lw=0.6)
-    ax_m.legend(loc="best", fontsize=7)
-    ax_r.set_ylabel("population risk")
-    ax_r.set_xlabel(r"$t$ = samples / $d$")
+    for r, c in zip(rows, curves, strict=True):
+        c["label"] = ", ".join(f"{k}={r[k]}" for k in vary) or c["label"]
     fixed = {k: rows[0][k] for k in ("engine", "d") if k not in vary}
-    ax_m.set_title(", ".join(f"{k}={v}" for k, v in fixed.items()) + (f" ({'; '.join(where)})" if where else ""))
-    risks = np.concatenate([c["risk"].ravel() for c in curves])
-    risks = risks[np.isfinite(risks)]
-    if risks.size and risks.min() > 0 and risks.max() / max(risks.min(), 1e-300) > 20:
-        ax_r.set_yscale("log")
-    _atomic_write(out_path, lambda p: fig.savefig(p, dpi=120, format="png"))
-    plt.close(fig)
-    return out_path, len(rows)
+    title = ", ".join(f"{k}={v}" for k, v in fixed.items()) + (f" ({'; '.join(where)})" if where else "")
+    return save_figure(lambda: figure_of(curves, title=title, style=style), out_path, style), len(rows)
