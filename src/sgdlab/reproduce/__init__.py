@@ -20,7 +20,11 @@ confidence intervals beside the theory, wall time, device, package versions).
 - ``fourier``: classes that share their Fourier amplitudes and differ in their phases: samples
   to above-chance accuracy vs N (~N^3 for a flat spectrum, fitted as a power law and against
   N^3 log^2 N), faster learning with power-law spectra, amplitudes before phases, weight spectra
-  over time (Ricci, Merger, Goldt 2026), on the full engine, :mod:`sgdlab.reproduce.fourier`.
+  over time (Ricci, Merger, Goldt 2026), on the full engine, :mod:`sgdlab.reproduce.fourier`;
+- ``curriculum``: curricula vs overparameterisation in the XOR-like Gaussian mixture: hard-test
+  error per schedule, the curriculum benefit and the success probability vs the width K, the
+  relevant-manifold and rule sub-tasks, the lottery (Sarao Mannelli, Ivashynka, Saxe, Saglietti
+  2024), :mod:`sgdlab.reproduce.curriculum`.
 """
 
 from __future__ import annotations
@@ -63,12 +67,19 @@ def _fourier() -> Callable:
     return reproduce
 
 
+def _curriculum() -> Callable:
+    from .curriculum import reproduce
+
+    return reproduce
+
+
 REPRODUCTIONS: dict[str, Callable[[], Callable]] = {
     "info-exponent": _info_exponent,
     "smoothing": _smoothing,
     "batch-size": _batch_size,
     "ssi": _ssi,
     "fourier": _fourier,
+    "curriculum": _curriculum,
 }
 
 
