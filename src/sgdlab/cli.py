@@ -129,7 +129,7 @@ def _int_option(name: str, text: str | None, allowed: str) -> int | None:
 app = typer.Typer(
     cls=_OneLineErrors,
     help="Online SGD in high dimension: full simulation, exact Gram-matrix chain and ODE limit. "
-    "Documentation: docs/ (mkdocs site).",
+    "Documentation: the sgdlab site (make docs builds it from docs/).",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     add_completion=True,
@@ -645,7 +645,7 @@ def _is_number(s: str) -> bool:
 def info_command(
     link: Annotated[str, typer.Argument(help="Link name (h3, He3, relu, ...) or comma list c0,c1,...")],
     student: Annotated[str | None, typer.Option("--student", help="Student activation.")] = None,
-    K: Annotated[str, typer.Option("--K", help="Highest Hermite degree.")] = "8",
+    K: Annotated[str, typer.Option("--K", metavar=INT, help="Highest Hermite degree.")] = "8",
 ) -> None:
     """Orthonormal Hermite coefficients c_0..c_K and the information exponent."""
     from ._functions import hermite_coefficients, information_exponent
