@@ -84,11 +84,20 @@ def _catches_sigterm(pid: int) -> bool:
     return False
 
 
-def _stop(proc: subprocess.Popen, sig: int) -> float:
+def _stop(proc: subprocess.Popen, sig: int) -> str:
+    """Send ``sig``; assert the process ends within seconds with status 128 + sig and one line
+    on stderr saying so; return that line."""
     t0 = time.monotonic()
     proc.send_signal(sig)
     proc.wait(timeout=60)
-    return time.monotonic() - t0
+    took = time.monotonic() - t0
+    err = proc.stderr.read()
+    assert proc.returncode == 128 + sig, err
+    assert took < 12, took
+    assert "Traceback" not in err and "Segmentation" not in err
+    lines = [ln for ln in err.strip().splitlines() if ln.strip() and not ln.endswith(f" of {STEPS} steps")]
+    assert len(lines) == 1 and lines[0].startswith(f"interrupted by {signal.Signals(sig).name}: "), err
+    return lines[0]
 
 
 def _check_partial(out: Path, sig_name: str, last_line: str) -> int:
@@ -116,12 +125,7 @@ def test_run_without_terminal_stops_and_keeps_the_steps_done(config, tmp_path):
                             stderr=subprocess.PIPE, text=True, env=_env())
     _wait_line(proc.stderr, lambda s: " of 100000000 steps" in s)  # the chunk loop has started
     time.sleep(1.0)
-    took = _stop(proc, signal.SIGTERM)
-    err = proc.stderr.read()
-    assert proc.returncode == 143, err
-    assert took < 12, took
-    assert "Traceback" not in err and "Segmentation" not in err
-    _check_partial(out, "SIGTERM", err.strip().splitlines()[-1])
+    _check_partial(out, "SIGTERM", _stop(proc, signal.SIGTERM))
 
 
 def test_run_on_a_terminal_stops_and_keeps_the_steps_done(config, tmp_path):
@@ -178,14 +182,9 @@ def test_signal_during_start_up_ends_in_seconds_with_nothing_half_written(config
     deadline = time.monotonic() + 240
     while not _catches_sigterm(proc.pid) and time.monotonic() < deadline:  # the command has started
         time.sleep(0.05)
-    took = _stop(proc, signal.SIGTERM)
-    err = proc.stderr.read()
-    assert proc.returncode == 143, err
-    assert took < 12, took
-    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("interrupted by SIGTERM: "), err
+    line = _stop(proc, signal.SIGTERM)
     if out.exists():  # stopped at a checkpoint: a complete partial run, never a half-written one
-        _check_partial(out, "SIGTERM", lines[0])
+        _check_partial(out, "SIGTERM", line)
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
 
@@ -200,12 +199,7 @@ def test_sweep_stops_and_keeps_the_store_consistent(config, tmp_path):
                             env=_env())
     _wait_line(proc.stdout, lambda s: s.startswith("sweep: 2 runs"))
     time.sleep(4.0)
-    took = _stop(proc, signal.SIGINT)
-    err = proc.stderr.read()
-    assert proc.returncode == 130, err
-    assert took < 12, took
-    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("interrupted by SIGINT: "), err
+    _stop(proc, signal.SIGINT)
     import sqlite3
 
     with sqlite3.connect(store / "index.sqlite") as con:
