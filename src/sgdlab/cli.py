@@ -23,6 +23,7 @@ Invalid input (configuration, overrides, options) is reported as one line
 from __future__ import annotations
 
 import math
+import signal
 import sys
 import time
 from pathlib import Path
@@ -135,6 +136,11 @@ app = typer.Typer(
     add_completion=True,
 )
 
+EngineOption = Annotated[
+    str | None,
+    typer.Option("--engine", help="full, chain or ode (overrides the config).",
+                 autocompletion=lambda: ["full", "chain", "ode"]),
+]
 INT = "<int>"  # metavar of the integer options (read as text so that a bad value is quoted back)
 
 
@@ -351,7 +357,7 @@ def _dry_run(con: Console, configs: list, out: str | None = None, store: Path | 
 @app.command("run")
 def run_command(
     config: Annotated[Path, typer.Argument(help="A TOML configuration file.", show_default=False)],
-    engine: Annotated[str | None, typer.Option("--engine", help="full, chain or ode (overrides the config).")] = None,
+    engine: EngineOption = None,
     seeds: Annotated[
         str | None, typer.Option("--seeds", metavar=INT, help="Number of seeds (overrides the config).")
     ] = None,
@@ -388,7 +394,7 @@ def run_command(
     _print_table(con, "sgdlab run", _run_columns(summary))
     signum = _interrupt.requested()
     if summary.get("partial"):
-        raise _interrupt.Interrupted(signum or 2, f"partial trajectory ({summary['steps']} of "
+        raise _interrupt.Interrupted(signum or signal.SIGINT, f"partial trajectory ({summary['steps']} of "
                                      f"{summary['steps_requested']} steps) written to {out_dir}")
     con.print(f"wrote {out_dir}", markup=False, highlight=False)
 
@@ -513,7 +519,7 @@ def sweep_command(
         list[str] | None,
         typer.Option("--grid", help="dotted.key=v1,v2,...: one axis of the grid; repeatable (cartesian product)."),
     ] = None,
-    engine: Annotated[str | None, typer.Option("--engine", help="full, chain or ode (overrides the config).")] = None,
+    engine: EngineOption = None,
     seeds: Annotated[
         str | None, typer.Option("--seeds", metavar=INT, help="Number of seeds (overrides the config).")
     ] = None,
@@ -761,6 +767,11 @@ def demo_command(
         except (NotImplementedError, AttributeError) as e:
             con.print(f"[yellow]note[/]: skipping the {name} engine ({type(e).__name__}: {e})")
             continue
+        if summary.get("partial"):
+            from ._interrupt import Interrupted, requested
+
+            raise Interrupted(requested() or signal.SIGINT, f"demo stopped in the {name} engine; partial "
+                              f"trajectory ({summary['steps']} of {summary['steps_requested']} steps) in {run_dir}")
         rows.append(_demo_row(summary))
         dirs.append(run_dir)
         con.print(f"{name}: {summary['n_seeds']} seed(s) in {summary['wall_time']:.1f} s -> {run_dir}")
@@ -776,6 +787,12 @@ def demo_command(
         table.add_row(*r.values())
     con.print(table)
     con.print(f"wrote {fig} and {out / 'table.md'}")
+
+
+def _reproduction_names() -> list[str]:
+    from .reproduce import REPRODUCTIONS
+
+    return list(REPRODUCTIONS)
 
 
 def _reproductions_table(con: Console) -> None:
@@ -815,7 +832,9 @@ def _links(name: str, links: str) -> list[str]:
 @app.command("reproduce")
 def reproduce_command(
     name: Annotated[
-        str | None, typer.Argument(help="A reproduction (sgdlab reproduce --list).", show_default=False)
+        str | None,
+        typer.Argument(help="A reproduction (sgdlab reproduce --list).", show_default=False,
+                       autocompletion=_reproduction_names),
     ] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Small version (minutes on a laptop).")] = False,
     engine: Annotated[str | None, typer.Option("--engine", help="chain or full (default: chain; fourier: full).",
