@@ -236,7 +236,7 @@ def reproduce(
         ("ci_text", "95% CI", str),
     ])
     return write_outputs(out, name="smoothing", summary=summary, table=table,
-                         figures={"scaling.png": _figure(fits)}, started=started,
+                         figures={"scaling.png": figure(summary_series)}, started=started,
                          points=provenance(pts, rows))
 
 
@@ -244,36 +244,38 @@ def _ci(st) -> list[float | None]:
     return [float(x) if math.isfinite(x) else None for x in (st.median_samples, *st.median_samples_ci)]
 
 
-def _figure(fits):
+def figure(series: dict):
+    """The scaling figure from the ``series`` of ``results.json`` (label -> k, smoothed, fit,
+    points), so a committed figure can be redrawn from its numbers without the runs. Legends
+    sit below the axes, where they hide no data point."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    links = sorted({key[0] for key in fits})
-    fig, axes = plt.subplots(1, len(links), figsize=(5.2 * len(links), 4.4), squeeze=False)
+    links = sorted({label.split()[0] for label in series})
+    fig, axes = plt.subplots(1, len(links), figsize=(5.2 * len(links), 5.4), squeeze=False)
     for ax, link in zip(axes[0], links, strict=True):
         for j, smoothed in enumerate((False, True)):
-            if (link, smoothed) not in fits:
+            ss = series.get(f"{link} {'smoothed' if smoothed else 'vanilla'}")
+            if ss is None:
                 continue
-            s, ds, stats, fit = fits[(link, smoothed)]
+            fit, pts, k = ss["fit"], ss["points"], ss["k"]
             c = f"C{j}"
-            k = s.k()
-            x = np.asarray(ds, dtype=float)
-            med = np.array([st.median_samples for st in stats])
-            lo = np.array([st.median_samples_ci[0] for st in stats])
-            hi = np.array([st.median_samples_ci[1] for st in stats])
+            x = np.asarray([p["d"] for p in pts], dtype=float)
+            med, lo, hi = (np.array([np.nan if p[key] is None else p[key] for p in pts], dtype=float)
+                           for key in ("median_samples", "median_samples_lo", "median_samples_hi"))
             ok = np.isfinite(med)
             hi = np.where(np.isfinite(hi), hi, med * 10)
             label = "smoothed, lam = d^(1/4)" if smoothed else "vanilla"
-            if fit is not None:
-                label += f": slope {fit.slope:.2f} [{fit.ci[0]:.2f}, {fit.ci[1]:.2f}]"
+            if fit.get("slope") is not None:
+                label += f": slope {fit['slope']:.2f} [{fit['ci'][0]:.2f}, {fit['ci'][1]:.2f}]"
             ax.errorbar(x[ok], med[ok], yerr=[med[ok] - lo[ok], hi[ok] - med[ok]], fmt="o", color=c, ms=4, capsize=2,
                         label=label)
-            if fit is not None:
+            if fit.get("slope") is not None:
                 th = smoothed_exponent(k) if smoothed else theory_exponent(k)
                 x0 = math.exp(np.mean(np.log(x[ok])))
-                y0 = math.exp(fit.intercept + fit.slope * math.log(x0))
+                y0 = math.exp(fit["intercept"] + fit["slope"] * math.log(x0))
                 grid = np.geomspace(x.min(), x.max(), 50)
                 ax.plot(grid, y0 * (grid / x0) ** th, "--", color=c, lw=1, label=f"theory d^{th:g}")
         ax.set_xscale("log", base=2)
@@ -281,6 +283,7 @@ def _figure(fits):
         ax.set_xlabel("d")
         ax.set_ylabel("median samples to m = 0.5")
         ax.set_title(f"{link}: vanilla d^(k-1) vs smoothed d^(k/2)", fontsize=9)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
         ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
     return fig
