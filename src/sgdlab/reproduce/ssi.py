@@ -78,13 +78,15 @@ class Spec:
     seeds: int
     seeds_positional: int
     seeds_trajectory: int
+    minimum_points: int | None = None  # quadrature of F at the minimisers for the minimum transition (None: default)
 
 
 FULL = Spec(d_escape=512, lengths=(1, 2, 4, 8), tied_lengths=(1, 2, 4, 8), d_attention=256, attention_lengths=(2, 4, 8),
             attention_kinds=("attention", "plain", "tied"), d_positional=256,
             omegas=(0.0, 0.3, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9, 1.0), landscape_omegas=(0.0, 0.5, 0.7, 1.0),
             grid=61, transition_omegas=41, minimum_grid=41,
-            d_trajectory=4096, seeds=128, seeds_positional=64, seeds_trajectory=256)
+            d_trajectory=4096, seeds=128, seeds_positional=64, seeds_trajectory=256,
+            minimum_points=40**4)  # the root's third decimal converged from 32^4 nodes on
 QUICK = Spec(d_escape=128, lengths=(1, 2, 4), tied_lengths=(1, 4), d_attention=64, attention_lengths=(2, 4),
              attention_kinds=("attention", "plain"), d_positional=64, omegas=(0.0, 1.0),
              landscape_omegas=(0.0, 1.0), grid=21, transition_omegas=5, minimum_grid=21, d_trajectory=512,
@@ -334,6 +336,7 @@ def reproduce(
                           "wall_time_s": rows[i].get("wall_time")})
     fine = np.linspace(0.0, 1.0, spec.transition_omegas)
     trans = landscape.omega_transitions(lambda om: _positional_model(om, d_pos), fine, grid=spec.minimum_grid,
+                                        minimum_points=spec.minimum_points,
                                         xtol=1e-4 if not quick else 1e-3)
 
     # ---- 4. ODE vs simulation
