@@ -689,10 +689,10 @@ def _batch_figure(spec: Spec, curves):
                 lab = f"d={d} {loss}" + (" (capped gamma)" if sched == "capped" else "")
                 ax.errorbar(b[ok], med[ok], yerr=[med[ok] - lo[ok], hi_c[ok] - med[ok]], fmt=mk, ls=ls, color=c,
                             ms=4, capsize=2, label=lab, mfc="none" if loss == "correlation" else c)
-                if (~ok).any():
-                    top = max(float(np.nanmax(med[ok])) if ok.any() else 1.0, 1.0) * 3
-                    ax.scatter(b[~ok], np.full((~ok).sum(), top), marker="x", color=c, s=30,
-                               label=f"d={d} {loss} on the line: not learned")
+                if (~ok).any():  # T > its run's horizon: a lower limit, drawn at the horizon
+                    horizon = np.array([st.horizon for st in stats], float)
+                    ax.scatter(b[~ok], horizon[~ok], marker="^", color=c, s=30,
+                               label=f"d={d} {loss} on the line: not learned (T > horizon, at the horizon)")
             ax.axvline(cap / delta * d**e, color=c, lw=0.8, ls="-.", alpha=0.6)
             if k >= 3:
                 ax.axvline(d ** (k - 1), color=c, lw=0.8, ls=":", alpha=0.6)
@@ -763,20 +763,21 @@ def _committee_figure(c: Committee, pts, results):
         tt = np.asarray(ch.steps, float) * lr
         to = np.asarray(od.steps, float) * lr
         S = ch.n_seeds
-        panels = (("risk", ch.risk, od.risk[0]), ("M_00, M_01", ch.M.reshape(S, len(tt), -1)[:, :, :2],
-                                                    od.M.reshape(1, len(to), -1)[0, :, :2]),
-                  ("Q_00, Q_01", np.stack([ch.Q[:, :, 0, 0], ch.Q[:, :, 0, 1]], -1),
+        panels = ((("risk",), ch.risk, od.risk[0]),
+                  (("M_00", "M_01"), ch.M.reshape(S, len(tt), -1)[:, :, :2], od.M.reshape(1, len(to), -1)[0, :, :2]),
+                  (("Q_00", "Q_01"), np.stack([ch.Q[:, :, 0, 0], ch.Q[:, :, 0, 1]], -1),
                    np.stack([od.Q[0, :, 0, 0], od.Q[0, :, 0, 1]], -1)))
-        for ax, (lab, x, y) in zip(axes[row], panels, strict=True):
+        for ax, (names, x, y) in zip(axes[row], panels, strict=True):
             x = x if x.ndim == 3 else x[..., None]
             y = y if y.ndim == 2 else y[:, None]
-            for j in range(x.shape[-1]):
+            for j, comp in enumerate(names):
                 mean = np.nanmean(x[..., j], axis=0)
                 se = np.nanstd(x[..., j], axis=0) / math.sqrt(S)
                 ax.fill_between(tt, mean - 3 * se, mean + 3 * se, color=f"C{j}", alpha=0.3)
-                ax.plot(tt, mean, color=f"C{j}", lw=1.2, label=f"chain mean +- 3 SE ({S} seeds)" if j == 0 else None)
-                ax.plot(to, y[:, j], "k--", lw=1, label="ODE" if j == 0 else None)
-            ax.set_title(f"{name}: n_b = {batch}, gamma = {lr:.3g}, d = {c.d}; {lab}", fontsize=8)
+                ax.plot(tt, mean, color=f"C{j}", lw=1.2, label=f"{comp}: chain mean +- 3 SE ({S} seeds)")
+                ax.plot(to, y[:, j], "--", color="k" if j == 0 else "0.45", lw=1, label=f"{comp}: ODE")
+            ax.set_title(f"{name}: n_b = {batch}, gamma = {lr:.3g}, d = {c.d}", fontsize=8)
+            ax.set_ylabel("population risk" if names == ("risk",) else ", ".join(names))
             ax.set_xlabel("gamma x steps")
             ax.grid(True, alpha=0.3)
             ax.legend(fontsize=6)

@@ -29,6 +29,7 @@ Four parts, every run through the results store (cached, resumable):
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -320,9 +321,7 @@ def reproduce(
 
     # ---- 3. positional vs semantic
     d_pos = spec.d_positional
-    m_axis = np.linspace(-1.0, 1.0, spec.grid)
-    grids = {om: np.asarray(landscape.loss_grid(_positional_model(om, d_pos), m_axis, m_axis))
-             for om in spec.landscape_omegas}
+    m_axis, grids = _landscape_grids(spec)
     land_rows = []
     for om in spec.omegas:
         mdl = _positional_model(om, d_pos)
@@ -423,6 +422,32 @@ def _ci(v: Any) -> str:
     return "-" if not v else f"[{v[0]:.3g}, {v[1]:.3g}]"
 
 
+def _landscape_grids(spec: Spec) -> tuple[np.ndarray, dict]:
+    """The m (= e) axis and F(m, e) on it at each of ``spec.landscape_omegas``."""
+    from .. import landscape
+
+    axis = np.linspace(-1.0, 1.0, spec.grid)
+    return axis, {om: np.asarray(landscape.loss_grid(_positional_model(om, spec.d_positional), axis, axis))
+                  for om in spec.landscape_omegas}
+
+
+def redraw(out: str | Path, *, quick: bool = False) -> list[Path]:
+    """Redraw ``escape.png`` and ``positional.png`` in ``out`` from its ``results.json`` (the
+    numbers a full run wrote; the landscapes are recomputed, no run is needed)."""
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    s = json.loads((out / "results.json").read_text())
+    spec = QUICK if quick else FULL
+    axis, grids = _landscape_grids(spec)
+    figures = {"escape.png": _escape_figure(s["escape"], s["gain"], s["gain_fit"], spec),
+               "positional.png": _positional_figure(grids, axis, s["positional"], s["transitions"])}
+    for name, fig in figures.items():
+        fig.savefig(out / name, dpi=130, bbox_inches="tight")
+        plt.close(fig)
+    return [out / name for name in figures]
+
+
 def _escape_figure(rows, gains, fits, spec):
     import matplotlib.pyplot as plt
 
@@ -493,7 +518,7 @@ def _positional_figure(grids, axis, rows, trans):
         if trans.get(key) is not None:
             ax.axvline(trans[key], ls=style, color="k", label=f"{what} ({trans[key]:.3f})")
     ax.set(xlabel="omega", ylabel="fraction of runs", ylim=(-0.05, 1.05), title="where SGD ends")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16))  # below the axes: hides no point
     return fig
 
 
