@@ -57,7 +57,8 @@ def _description(problem: Any, student: Any, training: Any, engine: Any, seeds: 
         if isinstance(obj, Fn):
             return obj.name
         if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-            return {"type": type(obj).__name__} | {f.name: fields(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+            own = {f.name: fields(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+            return {"type": type(obj).__name__} | own
         return obj
 
     return _jsonable({
