@@ -110,14 +110,48 @@ def traced_args(args, lr: float, lr_a: float, d: int):
     return args["lr"], args["lr_a"], args.get("d", d), args.get("noise", 1.0)
 
 
-def drift(model, second_order: bool, nodes: int | None = None):
+EXPECTATIONS = ("auto", "decomposed", "tensor", "monte_carlo")
+TENSOR_MIN_NODES = 5  # the tensor rule is used while it has at least this many nodes per axis
+MC_POINTS = ODE_POINTS  # fixed-seed Monte Carlo points beyond that
+
+
+def drift(model, second_order: bool, nodes: int | None = None, expectations: str = "auto"):
     """(field, nodes, exact): field(t, state, args) -> d state / d step for a one-row-per-sample
-    Gaussian model; ``exact`` when the rule integrates the polynomial integrand exactly.
+    Gaussian model; ``exact`` when the rule integrates the polynomial integrand exactly;
+    ``field.expectations`` says how the expectations are taken.
     ``args``: ``None`` (the model's own numbers) or a dict with traced ``lr`` and ``lr_a`` and
     optionally ``d`` and ``noise`` (a factor on the label-noise nodes: the field of
-    ``model.structure(d=True)``, whose noise is 1, with the true noise traced)."""
+    ``model.structure(d=True)``, whose noise is 1, with the true noise traced).
+
+    ``expectations``: ``"decomposed"`` (``sgdlab._fields``: integrals over at most four fields,
+    for square and correlation losses of a committee or cluster-label target), ``"tensor"``
+    (this module's rule over all fields), ``"monte_carlo"`` (fixed-seed samples of all fields)
+    or ``"auto"``: the tensor rule when it is exact for a polynomial integrand within
+    ODE_POINTS points, else the decomposed drift when the loss decomposes, else the tensor
+    rule while it has TENSOR_MIN_NODES nodes per axis, else Monte Carlo."""
     if model.rows != 1:
         raise ValueError(f"engine: got 'ode' for data with {model.rows} rows per sample; allowed: 'chain' or 'full'")
+    if expectations not in EXPECTATIONS:
+        raise ValueError(f"ode.expectations: got {expectations!r}; allowed: {', '.join(EXPECTATIONS)}")
+    from ._fields import decomposed_drift, not_decomposable
+
+    why = not_decomposable(model)
+    if expectations == "decomposed" and why is not None:
+        raise ValueError(f"ode.expectations: got 'decomposed', but {why}; allowed: 'auto', 'tensor' or 'monte_carlo'")
+    if expectations in ("auto", "decomposed") and why is None:
+        deg = None if model.problem.uses_latent else poly_degree(model)
+        k = model.p + model.a + (1 if model.problem.noise > 0 else 0)
+        cheap_exact = deg is not None and (deg + 2) ** k <= ODE_POINTS
+        if expectations == "decomposed" or not cheap_exact:
+            return decomposed_drift(model, second_order, nodes)
+    field, used, exact, how = _tensor_drift(model, second_order, nodes, expectations == "monte_carlo")
+    field.expectations = {"method": how, "exact": exact, "why_not_decomposed": why,
+                          "points": used if how == "monte_carlo" else int(used) ** (
+                              model.p + model.a + (1 if model.problem.noise > 0 else 0))}
+    return field, used, exact
+
+
+def _tensor_drift(model, second_order: bool, nodes: int | None, monte_carlo: bool):
     p, a, r, d = model.p, model.a, model.r, model.problem.d
     tr, stu, law = model.training, model.student, model.data
     n, lr0, lr_a0 = tr.batch, tr.lr, tr.eta_a
@@ -129,7 +163,15 @@ def drift(model, second_order: bool, nodes: int | None = None):
     exact = deg is not None and nodes is None
     if nodes is None:
         nodes = deg + 2 if deg is not None else quadrature_nodes(k, budget=ODE_POINTS)
-    pts, wts = _tensor_rule(int(nodes), k)
+        monte_carlo = monte_carlo or (deg is None and int(ODE_POINTS ** (1.0 / k) + 1e-9) < TENSOR_MIN_NODES)
+    if monte_carlo:
+        # fixed-seed samples (the seed is the node count, so a rule with other nodes is an
+        # independent draw: the engine's quadrature_error is then a Monte Carlo error)
+        exact = False
+        pts = np.random.default_rng(int(nodes)).standard_normal((MC_POINTS, k))
+        wts = np.full(MC_POINTS, 1.0 / MC_POINTS)
+    else:
+        pts, wts = _tensor_rule(int(nodes), k)
     norm = model.needs_norm
     if norm:
         # |x|^2 = |s|^2 + sigma^2 (|y|^2 - |N0|^2 + chi^2(d - P)), chi^2 independent of y
@@ -198,4 +240,4 @@ def drift(model, second_order: bool, nodes: int | None = None):
         return {"Q": 0.5 * (dQ + dQ.T), "M": dM, "a": da}
 
     # frozen rows and second-layer weights: model.sample_grads returns zero gradients there
-    return field, int(nodes), exact
+    return field, int(nodes), exact, "monte_carlo" if monte_carlo else "tensor"

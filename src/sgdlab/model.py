@@ -581,7 +581,7 @@ class Model(BaseModel):
 
         return _population_risk(self, M, Q, a)
 
-    def ode_field(self, second_order: bool, nodes: int | None = None):
+    def ode_field(self, second_order: bool, nodes: int | None = None, expectations: str = "auto"):
         from ._drift import drift
 
-        return drift(self, second_order, nodes)
+        return drift(self, second_order, nodes, expectations)

@@ -4,9 +4,12 @@ The state is (Q, M, a); its vector field is the model's expected increment of th
 chain per SGD step (``model.ode_field``: ``sgdlab._drift`` for Gaussian data laws, one
 row per sample; sequence models with one student row supply their own). This engine only
 integrates it: adaptive (diffrax, Tsit5, PID control) in the step count k, so 10^12-step
-horizons cost what 10^3 do. The accuracy of the quadrature is stated in
-``info["quadrature_error"]`` (the largest change of the initial velocity against a rule
-with 3/4 of the nodes; 0 when the rule is exact for a polynomial integrand). Escape is a
+horizons cost what 10^3 do. How the expectations are taken is ``info["expectations"]``
+(``ODE(expectations=...)``: ``"auto"``, ``"decomposed"`` integrals over at most four fields,
+``"tensor"``, ``"monte_carlo"``; ``sgdlab._drift.drift``), and the accuracy of the rule is
+stated in ``info["quadrature_error"]`` (the largest change of the initial velocity against a
+rule with 3/4 of the nodes, or another Monte Carlo seed; 0 when the rule is exact for a
+polynomial integrand). Escape is a
 diffrax event on max_j |M_j0| / sqrt(Q_jj) - threshold, located by root finding; the
 reported escape step is the first integer step after the crossing. A state that stops
 being finite or whose squared row norm passes MAX_NORM2 is a divergence event.
@@ -76,6 +79,7 @@ class ODE(DeterministicEngine):
     atol: float = 1e-10
     nodes: int | None = None
     max_steps: int = 50_000
+    expectations: str = "auto"
     name: str = "ode"
 
     def __post_init__(self) -> None:
@@ -85,11 +89,17 @@ class ODE(DeterministicEngine):
             v = getattr(self, f)
             if not (isinstance(v, int | float) and v > 0):
                 raise ValueError(f"ode.{f}: got {v!r}; allowed: a positive number")
+        from .._drift import EXPECTATIONS
+
+        if self.expectations not in EXPECTATIONS:
+            raise ValueError(f"ode.expectations: got {self.expectations!r}; allowed: {', '.join(EXPECTATIONS)}")
 
     # ---------------------------------------------------------------- velocity
     @functools.lru_cache(maxsize=64)  # noqa: B019 (frozen, hashable engine; one field per model)
     def _field(self, model, nodes: int | None = None):
-        return model.ode_field(self.second_order, nodes or self.nodes)
+        # "auto" is every model's default; only models with a choice take the keyword
+        extra = {} if self.expectations == "auto" else {"expectations": self.expectations}
+        return model.ode_field(self.second_order, nodes or self.nodes, **extra)
 
     def velocity(self, model, nodes: int | None = None):
         """The vector field (k, state) -> d state / d k, with state = {Q, M, a}, and its nodes."""
@@ -169,7 +179,8 @@ class ODE(DeterministicEngine):
             a=ys["a"][None].reshape(1, len(ts), p),
             escape_step=np.array([escape], dtype=np.int64),
             diverged_step=np.array([diverged], dtype=np.int64),
-            info={"quadrature_nodes": int(nodes), "quadrature_error": err, "second_order": self.second_order},
+            info={"quadrature_nodes": int(nodes), "quadrature_error": err, "second_order": self.second_order,
+                  "expectations": getattr(field, "expectations", None)},
         )
 
     @functools.lru_cache(maxsize=64)  # noqa: B019
