@@ -21,7 +21,8 @@ knowing about biases. ``bias = 0`` drops the coordinate (no biases). Biases star
 
 Mean scalings (both named): ``"unit"``, means of norm ``mu`` (initial overlaps O(d^-1/2): a
 search phase), and ``"sqrt_d"``, means of norm ``mu sqrt(d)`` (the signal is in every field
-from the start). The relevant directions are any orthonormal pair; the ``full`` engine takes
+from the start). Labels are +-1 (:func:`xor_label`): train with the square loss or
+``Training(loss=logistic_loss)``. The relevant directions are any orthonormal pair; the ``full`` engine takes
 the frame as the first coordinates, so it simulates the sparse-relevant-coordinates variant
 (u1, u2 = two coordinate vectors), the same law by the rotation invariance of SGD.
 """
@@ -39,6 +40,7 @@ import numpy as np
 
 from ._errors import _bad
 from .data import Mixture
+from .fourier import logistic_loss  # log(1 + exp(-y f)): Training(loss=logistic_loss) on the +-1 labels
 
 __all__ = [
     "SCALINGS",
@@ -49,8 +51,11 @@ __all__ = [
     "energies",
     "hard_error",
     "initial_angles",
+    "logistic_loss",
+    "lottery_ticket",
     "matched_lr",
     "simulate",
+    "ticket_probability",
     "xor_label",
 ]
 
@@ -250,23 +255,46 @@ def initial_angles(M0, xor: XORMixture) -> np.ndarray:
     return np.arctan2(rel[..., 1], rel[..., 0])
 
 
-def assignment(M, a, xor: XORMixture, d: int) -> dict[str, np.ndarray]:
-    """Which cluster each unit serves and whether the rule is identified, from (M, a).
+def assignment(M, Q, a, xor: XORMixture, d: int, delta_irr: float) -> dict[str, np.ndarray]:
+    """Which cluster each unit serves and whether the rule is identified, from (M, Q, a).
 
     ``cluster`` (..., p): argmax_c of the unit's mean field M_j mu_c + b_j (0: +mu u1,
-    1: -mu u1, 2: +mu u2, 3: -mu u2); ``active``: that mean field is > 0; ``correct``: the
-    readout sign matches the cluster's label; ``covered`` (..., 4): some active unit with the
-    right readout sign serves the cluster; ``rule`` (...): all four clusters covered."""
-    M, a = np.asarray(M), np.asarray(a)
+    1: -mu u1, 2: +mu u2, 3: -mu u2); ``active``: that mean field exceeds the standard deviation
+    of the unit's field on the mixture with irrelevant noise ``delta_irr`` (a unit that responds
+    to its cluster above the noise; at a random start no unit does); ``correct``: active with the
+    readout sign of the cluster's label; ``covered`` (..., 4): some correct unit serves the
+    cluster; ``rule`` (...): all four clusters covered."""
+    M, Q, a = np.asarray(M), np.asarray(Q), np.asarray(a)
     fields = np.einsum("...ka,ca->...kc", M, xor.means(d))
     cluster = np.argmax(fields, axis=-1)
     best = np.take_along_axis(fields, cluster[..., None], axis=-1)[..., 0]
+    rel = np.sum(xor.relevant(M) ** 2, axis=-1)
+    perp = np.einsum("...jj->...j", Q) - np.sum(M**2, axis=-1)
+    std = np.sqrt(np.maximum(xor.delta_rel * rel + delta_irr * perp, 0.0))
     label = np.where(cluster < 2, 1.0, -1.0)
-    active = best > 0
+    active = best > std
     correct = active & (np.sign(a) == label)
     covered = np.stack([np.any(correct & (cluster == c), axis=-1) for c in range(4)], axis=-1)
     return {"cluster": cluster, "active": active, "correct": correct, "covered": covered,
             "rule": np.all(covered, axis=-1)}
+
+
+def lottery_ticket(M0, a0, xor: XORMixture) -> np.ndarray:
+    """A good initial ticket (...,): among the units with v > 0 one starts with M_u1 > 0 and one
+    with M_u1 < 0, and among those with v < 0 one with M_u2 > 0 and one with M_u2 < 0, so that
+    each cluster has a unit of the right readout sign on its side of the relevant plane. With
+    uniform random rows and K/2 units of each sign its probability is (1 - 2^(1 - K/2))^2
+    (:func:`ticket_probability`)."""
+    rel, a0 = xor.relevant(M0), np.asarray(a0)
+    pos, neg = a0 > 0, a0 < 0
+    u1, u2 = rel[..., 0], rel[..., 1]
+    return (np.any(pos & (u1 > 0), -1) & np.any(pos & (u1 < 0), -1)
+            & np.any(neg & (u2 > 0), -1) & np.any(neg & (u2 < 0), -1))
+
+
+def ticket_probability(n_pos: int, n_neg: int) -> float:
+    """P(good ticket) for uniform random rows: (1 - 2^(1 - n_pos)) (1 - 2^(1 - n_neg))."""
+    return (1.0 - 2.0 ** (1 - n_pos)) * (1.0 - 2.0 ** (1 - n_neg))
 
 
 def energies(M, Q, xor: XORMixture) -> tuple[np.ndarray, np.ndarray]:

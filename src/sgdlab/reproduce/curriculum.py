@@ -34,7 +34,8 @@ Parts:
    the relevant plane) and rule identification (every cluster served by an active unit with the
    right readout sign); the lottery: initial angle of each unit in the relevant plane against
    the cluster it serves at the end;
-5. ODE vs chain mean curves at one K (when the ODE engine can run the network);
+5. ODE vs chain mean curves at one K, both from one common state (``ode_width``; off by
+   default, the ODE being far slower than the chain for this network);
 6. B(K) at the fixed step lr = eta / d (the 1/K prefactor then slows learning by K) beside the
    matched one.
 
@@ -49,7 +50,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,7 @@ THRESHOLD = 0.1  # success: hard-test error below this
 N_MC = 1024  # normal draws per cluster of the test error
 RECORDS = 40
 MIX_FRACTION = 0.5
+ODE_M0, ODE_T = 0.2, 6.0  # part 5: overlap norm of the common start, horizon (samples / d)
 SCHEDULES = ("none", "curriculum", "anti", "mixed", "anneal")
 LABELS = {"none": "no curriculum", "curriculum": "curriculum (easy first)", "anti": "anti-curriculum",
           "mixed": "random mixing", "anneal": "annealing"}
@@ -123,7 +125,7 @@ class Spec:
 
 
 FULL = Spec(d=200, Ks=(4, 8, 16), seeds=256, horizon_t=30.0, schedules=SCHEDULES,
-            fixed_schedules=("none", "curriculum"), law_K=4, ode_K=4)
+            fixed_schedules=("none", "curriculum"), law_K=4, ode_K=None)
 QUICK = Spec(d=100, Ks=(4, 12), seeds=128, horizon_t=24.0, schedules=("none", "curriculum"),
              fixed_schedules=("none", "curriculum"), law_K=4, ode_K=None)
 
@@ -161,8 +163,13 @@ def _objects(desc: dict):
     K = desc["K"]
     student = Student(width=K, activation=desc["activation"], second_layer="trained",
                       output_scale=desc["output_scale"], a0=tuple(1.0 if j % 2 == 0 else -1.0 for j in range(K)))
+    init = "random"
+    if "start" in desc:  # one given state (Q0, M0, a0) for every seed
+        from ..init import Gram
+
+        init = Gram(*(np.asarray(desc["start"][k]) for k in ("Q", "M", "a")))
     training = Training(lr=desc["lr"], lr_second=desc["lr"], steps=desc["steps"], batch=desc["batch"],
-                        record_every=desc["every"])
+                        record_every=desc["every"], init=init)
     return problem, student, training
 
 
@@ -214,8 +221,15 @@ def run_cached(desc: dict, store: str | Path | None) -> dict:
 # ----------------------------------------------------------------------------- statistics
 
 
-def _errors(desc: dict, out: dict) -> np.ndarray:
-    return C.hard_error(out["M"], out["Q"], out["a"], C.XORMixture(**desc["xor"]), desc["d"], HARD, n=N_MC)
+def _errors(desc: dict, out: dict, store) -> np.ndarray:
+    """Hard-test error per (seed, record), cached beside the run."""
+    path = None if store is None else Path(store) / "curriculum" / f"{_key(desc)}.error{N_MC}.npy"
+    if path is not None and path.is_file():
+        return np.load(path)
+    err = C.hard_error(out["M"], out["Q"], out["a"], C.XORMixture(**desc["xor"]), desc["d"], HARD, n=N_MC)
+    if path is not None:
+        np.save(path, err)
+    return err
 
 
 def benefit(err_none: np.ndarray, err_cur: np.ndarray) -> dict:
@@ -236,8 +250,8 @@ def _first_below(err: np.ndarray, steps: np.ndarray) -> np.ndarray:
     return np.where(ok.any(axis=1), steps[hit], -1)
 
 
-def _summary(desc: dict, out: dict, seed: int) -> dict:
-    err = _errors(desc, out)
+def _summary(desc: dict, out: dict, seed: int, store=None) -> dict:
+    err = _errors(desc, out, store)
     law = C.XORMixture(**desc["xor"])
     d, steps = desc["d"], out["steps"]
     final = err[:, -1]
@@ -247,7 +261,12 @@ def _summary(desc: dict, out: dict, seed: int) -> dict:
     first = _first_below(err, steps)
     esc = escape_statistics(np.where(first >= 0, first, np.nan), int(steps[-1]), d=d, seed=seed)
     rel, irr = C.energies(out["M"], out["Q"], law)
-    asg = C.assignment(out["M"], out["a"], law, d)
+    asg = C.assignment(out["M"], out["Q"], out["a"], law, d, HARD)
+    ticket = C.lottery_ticket(out["M"][:, 0], out["a"][:, 0], law)
+    win = final < THRESHOLD
+    nt, kt = int(ticket.sum()), int(np.sum(win & ticket))
+    nn, kn = int((~ticket).sum()), int(np.sum(win & ~ticket))
+    K = desc["K"]
     return {
         "K": desc["K"], "schedule": desc["schedule"], "step": desc["step"], "n_seeds": int(err.shape[0]),
         "n_diverged": int(np.sum(out["diverged_step"] >= 0)),
@@ -255,6 +274,9 @@ def _summary(desc: dict, out: dict, seed: int) -> dict:
         "success": k, "success_p": k / max(n, 1), "success_ci": list(wilson_interval(k, n)),
         "t_threshold_median": _fin(esc.median_t), "t_threshold_ci": [_fin(x) for x in esc.median_t_ci],
         "n_reached": esc.n_escaped,
+        "ticket_p": nt / len(ticket), "ticket_theory": C.ticket_probability((K + 1) // 2, K // 2),
+        "success_given_ticket": [kt, nt, *wilson_interval(kt, nt)],
+        "success_given_no_ticket": [kn, nn, *wilson_interval(kn, nn)],
         "_err": err, "_t": steps / d, "_rel_share": rel / (rel + irr), "_rule": asg["rule"].astype(float),
         "_final": final,
     }
@@ -326,24 +348,42 @@ def _control(spec: Spec, store, seed: int) -> dict:
 # ----------------------------------------------------------------------------- ODE
 
 
+def ode_start(K: int, seed: int) -> dict:
+    """Part 5's common start [R]: unit rows whose overlaps with (u1, u2) have norm ODE_M0 at angles
+    drawn once (``seed``), no bias, orthogonal rows, readouts +1, -1, ..."""
+    theta = np.random.default_rng(seed).uniform(-np.pi, np.pi, K)
+    M = np.zeros((K, 3))
+    M[:, 1], M[:, 2] = ODE_M0 * np.cos(theta), ODE_M0 * np.sin(theta)
+    return {"Q": np.eye(K).tolist(), "M": M.tolist(), "a": [1.0 if j % 2 == 0 else -1.0 for j in range(K)]}
+
+
 def _ode_part(spec: Spec, store, seed: int) -> dict | None:
+    """Part 5: the ODE is deterministic, and the chain's mean over random starts is not the ODE
+    from the mean start (the lottery). Both start from one state (:func:`ode_start`) and run
+    ODE_T d samples of the curriculum schedule (switch at half); the chain's mean over its seeds
+    (SGD noise only) is compared with the ODE."""
     if spec.ode_K is None:
         return None
-    ch = plan(spec, seed=seed)[("matched", spec.ode_K, "curriculum")]
+    steps = int(round(ODE_T * spec.d))
+    ch = {**_desc("ode", spec.ode_K, "curriculum", d=spec.d, steps=steps, seeds=spec.seeds, seed=seed,
+                  every=steps // 20), "start": ode_start(spec.ode_K, seed + 2026)}
     od = {**ch, "engine": "ode", "seeds": 1}
     try:
         o_ode = run_cached(od, store)
-    except Exception as e:  # the ODE engine cannot run this network (yet): said, not hidden
+    except Exception as e:  # the ODE engine cannot run this network: said, not hidden
         return {"K": spec.ode_K, "error": f"{type(e).__name__}: {e}"[:400]}
     o_ch = run_cached(ch, store)
     law = C.XORMixture(**ch["xor"])
-    out = {"K": spec.ode_K, "t": (o_ch["steps"] / spec.d).tolist()}
+    out = {"K": spec.ode_K, "m0": ODE_M0, "t": (o_ch["steps"] / spec.d).tolist(), "seeds": ch["seeds"]}
     for name, fn in {"Q_trace": lambda o: np.einsum("...jj->...", o["Q"]),
                      "rel_energy": lambda o: C.energies(o["M"], o["Q"], law)[0],
-                     "a_abs": lambda o: np.abs(o["a"]).mean(-1)}.items():
-        xc, xo = fn(o_ch), fn(o_ode)[0]
-        out[name] = {"chain_mean": np.nanmean(xc, 0).tolist(),
-                     "chain_se": (np.nanstd(xc, 0) / math.sqrt(xc.shape[0])).tolist(), "ode": xo.tolist()}
+                     "a_abs": lambda o: np.abs(o["a"]).mean(-1),
+                     "hard_error": lambda o: C.hard_error(o["M"], o["Q"], o["a"], law, spec.d, HARD, n=N_MC)}.items():
+        xc = fn(o_ch)
+        xo = np.interp(o_ch["steps"], o_ode["steps"], fn(o_ode)[0])  # the ODE at the chain's records
+        m, se = np.nanmean(xc, 0), np.nanstd(xc, 0) / math.sqrt(xc.shape[0])
+        out[name] = {"chain_mean": m.tolist(), "chain_se": se.tolist(), "ode": xo.tolist(),
+                     "max_abs_z": float(np.nanmax(np.abs(xo - m)[1:] / se[1:]))}  # record 0: the common start
     out["wall_ode_s"] = float(o_ode["wall_s"])
     return out
 
@@ -394,7 +434,7 @@ def _fig_benefit(spec: Spec, ben: dict, rows: dict):
         lo = np.array([np.nan if c[0] is None else c[0] for c in ci], float)
         hi = np.array([spec.horizon_t * 1.05 if c[1] is None else c[1] for c in ci], float)
         with np.errstate(invalid="ignore"):
-            err = [np.nan_to_num(y - lo), np.nan_to_num(hi - y)]
+            err = np.maximum([np.nan_to_num(y - lo), np.nan_to_num(hi - y)], 0.0)
         ax.errorbar(spec.Ks, y, yerr=err, fmt="o-", color=COLORS[s], capsize=3, label=LABELS[s])
     ax.axhline(spec.horizon_t, color="0.6", ls=":", lw=1, label="budget (censored above)")
     ax.set(xscale="log", xlabel="K", ylabel=f"samples / d to error < {THRESHOLD} (KM median, 95% CI)",
@@ -407,7 +447,11 @@ def _fig_benefit(spec: Spec, ben: dict, rows: dict):
         p = np.array([r["success_p"] for r in rr])
         lo = np.array([r["success_ci"][0] for r in rr])
         hi = np.array([r["success_ci"][1] for r in rr])
-        ax.errorbar(spec.Ks, p, yerr=[p - lo, hi - p], fmt="o-", color=COLORS[s], capsize=3, label=LABELS[s])
+        yerr = np.maximum([p - lo, hi - p], 0.0)  # Wilson bounds at p = 0 or 1 round off by ~1e-17
+        ax.errorbar(spec.Ks, p, yerr=yerr, fmt="o-", color=COLORS[s], capsize=3, label=LABELS[s])
+    kk = np.arange(min(spec.Ks), max(spec.Ks) + 1, 2)
+    ax.plot(kk, [C.ticket_probability(k // 2, k // 2) for k in kk], "k:",
+            label="P(good initial ticket) = (1 - 2^(1 - K/2))^2")
     ax.set(xscale="log", xlabel="K", ylabel=f"P(final hard-test error < {THRESHOLD}) (Wilson 95%)",
            title="Part 3: success probability", ylim=(0, 1.02))
     ax.set_xticks(spec.Ks, [str(k) for k in spec.Ks])
@@ -431,35 +475,37 @@ def _fig_subtasks(spec: Spec, rows: dict, lottery: dict):
                 title="Part 4: rule identification", ylim=(0, 1.02))
     axes[1].legend(fontsize=7)
     ax = axes[2]
-    th, cl, v = lottery["angle"], lottery["cluster"], lottery["sign"]
-    names = ["+mu u1", "-mu u1", "+mu u2", "-mu u2"]
-    for c, col in zip(range(4), ("tab:blue", "tab:cyan", "tab:red", "tab:orange"), strict=True):
-        for sg, mk in ((1, "o"), (-1, "x")):
-            sel = (cl == c) & (v == sg)
-            ax.scatter(th[sel], np.full(sel.sum(), c) + 0.3 * (np.random.default_rng(c).random(sel.sum()) - 0.5),
-                       s=6, marker=mk, color=col, label=f"serves {names[c]}, v(0) {'+' if sg > 0 else '-'}")
-    ax.set(xlabel="initial angle atan2(M_u2, M_u1) of the unit", ylabel="cluster served at the end",
-           title=f"Part 4: the lottery (K = {lottery['K']}, {LABELS[lottery['schedule']]})",
-           yticks=range(4), yticklabels=names)
-    ax.legend(fontsize=6, loc="upper left", ncol=2)
+    th, cl, v, act = lottery["angle"], lottery["cluster"], lottery["sign"], lottery["active"]
+    names = ["+mu u1 (+1)", "-mu u1 (+1)", "+mu u2 (-1)", "-mu u2 (-1)", "none (inactive)"]
+    row = np.where(act, cl, 4)
+    jitter = 0.3 * (np.random.default_rng(0).random(th.size) - 0.5)
+    for sg, mk, col in ((1, "o", "tab:blue"), (-1, "x", "tab:red")):
+        sel = v == sg
+        ax.scatter(th[sel], row[sel] + jitter[sel], s=7, marker=mk, color=col, alpha=0.6,
+                   label=f"units with v(0) = {sg:+d}")
+    ax.set(xlabel="initial angle atan2(M_u2, M_u1) of the unit", yticks=range(5), yticklabels=names,
+           title=f"Part 4: the lottery (K = {lottery['K']}, {LABELS[lottery['schedule']]}): cluster served at the end")
+    for x in (-np.pi / 2, 0, np.pi / 2):
+        ax.axvline(x, color="0.7", lw=0.8)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
     return fig
 
 
 def _fig_ode(ode: dict):
     import matplotlib.pyplot as plt
 
-    keys = ("Q_trace", "rel_energy", "a_abs")
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    keys = ("hard_error", "Q_trace", "rel_energy", "a_abs")
+    fig, axes = plt.subplots(1, 4, figsize=(18, 3.8))
     t = np.asarray(ode["t"])
     for ax, k in zip(axes, keys, strict=True):
         m, se = np.asarray(ode[k]["chain_mean"]), np.asarray(ode[k]["chain_se"])
         ax.plot(t, m, "k", label="chain mean")
         ax.fill_between(t, m - 2 * se, m + 2 * se, color="k", alpha=0.2, label="± 2 SE")
-        to = np.linspace(t[0], t[-1], len(ode[k]["ode"])) if len(ode[k]["ode"]) != len(t) else t
-        ax.plot(to, ode[k]["ode"], "tab:orange", ls="--", label="ODE")
+        ax.plot(t, ode[k]["ode"], "tab:orange", ls="--", label="ODE")
         ax.set(xlabel="samples / d", title=k)
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"Part 5: ODE vs chain (K = {ode['K']}, curriculum)")
+    fig.suptitle(f"Part 5: ODE vs chain from one state (overlaps {ode['m0']:g}; K = {ode['K']}, curriculum; "
+                 f"chain mean over {ode['seeds']} seeds)")
     return fig
 
 
@@ -479,17 +525,21 @@ def plan(spec: Spec, seeds: int | None = None, seed: int = 0) -> dict:
 
 def reproduce(*, quick: bool = False, engine: str = "chain", store: str | Path | None = "results/store",
               out: str | Path | None = None, seeds: int | None = None, workers: int | None = None,
-              progress: bool = False, seed: int = 0) -> Outputs:
+              progress: bool = False, seed: int = 0, ode_width: int | None = None) -> Outputs:
     """Run (or read back from ``store``) every run and write ``curves.png``, ``benefit.png``,
     ``subtasks.png`` (and ``ode.png``), ``table.md`` and ``results.json`` into ``out`` (default
     ``results/reproduce/curriculum[-quick]``). ``engine`` must be ``"chain"`` (the law check
-    runs ``full`` itself); ``workers`` is unused (the seeds of a run are vmapped)."""
+    runs ``full`` itself); ``workers`` is unused (the seeds of a run are vmapped). ``ode_width``:
+    run part 5 at that K (off by default: the ODE of a ReLU network with biases on the four
+    clusters is far slower than the chain)."""
     del workers
     if engine != "chain":
         raise ConfigError(f"--engine: got {engine!r}; allowed: 'chain' (the reproduction runs full and ode "
                           "itself where it compares them)")
     started = time.perf_counter()
     spec = QUICK if quick else FULL
+    if ode_width is not None:
+        spec = replace(spec, ode_K=int(ode_width))
     out = Path(out) if out is not None else Path("results/reproduce") / ("curriculum" + ("-quick" if quick else ""))
     runs = plan(spec, seeds, seed)
     order = sorted(runs, key=lambda k: runs[k]["K"])
@@ -500,10 +550,10 @@ def reproduce(*, quick: bool = False, engine: str = "chain", store: str | Path |
             print(f"[curriculum] run {i + 1}/{len(order)}: {key}", flush=True)
         o = run_cached(runs[key], store)
         wall += float(o["wall_s"])
-        rows[key] = _summary(runs[key], o, seed)
+        rows[key] = _summary(runs[key], o, seed, store)
         if key == ("matched", min(spec.Ks), "none"):
             law = C.XORMixture(**runs[key]["xor"])
-            asg = C.assignment(o["M"][:, -1], o["a"][:, -1], law, spec.d)
+            asg = C.assignment(o["M"][:, -1], o["Q"][:, -1], o["a"][:, -1], law, spec.d, HARD)
             lottery = {"K": key[1], "schedule": key[2], "angle": C.initial_angles(o["M"][:, 0], law).ravel(),
                        "cluster": asg["cluster"].ravel(), "sign": np.sign(o["a"][:, 0]).ravel().astype(int),
                        "active": asg["active"].ravel()}
@@ -527,9 +577,10 @@ def reproduce(*, quick: bool = False, engine: str = "chain", store: str | Path |
     # the lottery: does the initial sign of M_u1 (v > 0) / M_u2 (v < 0) decide the cluster served?
     th, cl, sg = lottery["angle"], lottery["cluster"], lottery["sign"]
     pred = np.where(sg > 0, np.where(np.cos(th) > 0, 0, 1), np.where(np.sin(th) > 0, 2, 3))
+    act = lottery["active"]
     lottery_summary = {"K": lottery["K"], "schedule": lottery["schedule"], "units": int(th.size),
-                       "fraction_serving_initial_half_plane": float(np.mean(pred == cl)),
-                       "fraction_active": float(np.mean(lottery["active"]))}
+                       "fraction_active": float(np.mean(act)),
+                       "active_serving_initial_half_plane": float(np.mean(pred[act] == cl[act]))}
     summary = {
         "claim": "a larger K raises the chance of a good initial lottery ticket and shrinks the benefit of a "
                  "curriculum (Sarao Mannelli, Ivashynka, Saxe, Saglietti 2024)",
@@ -545,9 +596,10 @@ def reproduce(*, quick: bool = False, engine: str = "chain", store: str | Path |
         "compute_s": compute_s, "runs_wall_s": wall,
     }
     if ode is not None and "error" not in ode:
-        summary["ode"]["max_z_end"] = {k: float(abs(ode[k]["ode"][-1] - ode[k]["chain_mean"][-1])
-                                                / max(ode[k]["chain_se"][-1], 1e-300))
-                                       for k in ("Q_trace", "rel_energy", "a_abs")}
+        summary["ode"] |= {"m0": ode["m0"], "max_abs_z": {k: ode[k]["max_abs_z"] for k in
+                                                                    ("hard_error", "Q_trace", "rel_energy", "a_abs")},
+                           "curves": {k: ode[k] for k in ("hard_error", "Q_trace", "rel_energy", "a_abs")},
+                           "t": ode["t"]}
     figures = {"curves.png": _fig_curves(spec, rows), "benefit.png": _fig_benefit(spec, ben, rows),
                "subtasks.png": _fig_subtasks(spec, rows, lottery)}
     if ode is not None and "error" not in ode:
@@ -577,6 +629,16 @@ def _table(spec: Spec, rows: dict, ben: dict, summary: dict) -> str:
              + markdown_table(brow, [("K", "K", fmt_g()), ("step", "step", str), ("B", "B", fmt_g(".3f")),
                                      ("se", "SE", fmt_g(".3f")), ("lo", "lo", fmt_g(".3f")),
                                      ("hi", "hi", fmt_g(".3f"))]))
+    trow = [{"K": r["K"], "schedule": r["schedule"], "step": r["step"], "ticket": r["ticket_p"],
+             "theory": r["ticket_theory"], "st": "{}/{} [{:.2f}, {:.2f}]".format(*r["success_given_ticket"]),
+             "sn": "{}/{} [{:.2f}, {:.2f}]".format(*r["success_given_no_ticket"])}
+            for r in rows.values() if r["step"] == "matched"]
+    text += ("\n## The lottery ticket: P(good initial ticket) and success given it (Wilson 95%)\n\n"
+             "A good ticket: each cluster has, at the start, a unit of its readout sign on its side of the "
+             "relevant plane (`sgdlab.curriculum.lottery_ticket`); theory (1 - 2^(1 - K/2))^2.\n\n"
+             + markdown_table(trow, [("K", "K", fmt_g()), ("schedule", "schedule", str),
+                                     ("ticket", "P(ticket)", fmt_g(".3f")), ("theory", "theory", fmt_g(".3f")),
+                                     ("st", "success given ticket", str), ("sn", "success given no ticket", str)]))
     ch = summary["checks"]
     lc = summary["law_check"]
     text += ("\n## Checks\n\n"
@@ -587,13 +649,15 @@ def _table(spec: Spec, rows: dict, ben: dict, summary: dict) -> str:
              f"- chain = full in law (K = {lc['K']}, d = {lc['d']}, {lc['seeds']} seeds, KS on "
              f"{len(lc['tests'])} statistics, min p = {lc['min_p']:.3g}): {lc['bonferroni_ok']}\n"
              f"- the lottery (K = {summary['lottery']['K']}, no curriculum): "
-             f"{summary['lottery']['fraction_serving_initial_half_plane']:.2f} of the units end serving the cluster "
-             "on the side of their initial overlap (M_u1 for v(0) > 0, M_u2 for v(0) < 0)\n")
+             f"{summary['lottery']['active_serving_initial_half_plane']:.2f} of the active units end serving the "
+             "cluster on the side of their initial overlap (M_u1 for v(0) > 0, M_u2 for v(0) < 0); "
+             f"{summary['lottery']['fraction_active']:.2f} of the units are active at the end\n")
     ode = summary["ode"]
     if ode is None:
         text += "- part 5 (ODE vs chain): not in this mode\n"
     elif "error" in ode:
         text += f"- part 5 (ODE vs chain, K = {ode['K']}): the ODE engine could not run it: {ode['error']}\n"
     else:
-        text += f"- part 5 (ODE vs chain, K = {ode['K']}): |ODE - chain mean| / SE at the end: {ode['max_z_end']}\n"
+        text += (f"- part 5 (ODE vs chain from one finite-d state, K = {ode['K']}): max over records of "
+                 f"|ODE - chain mean| / SE: {ode['max_abs_z']}\n")
     return text
