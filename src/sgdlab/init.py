@@ -32,7 +32,8 @@ import numpy as np
 from ._errors import _bad
 from ._wishart import psd_cholesky, wishart
 
-__all__ = ["FromResult", "Gram", "Init", "Random", "RandomPositive", "Warm", "as_init", "complete_weights"]
+__all__ = ["FromResult", "Gram", "Init", "PCA", "PCA_SIGNS", "Random", "RandomPositive", "Warm", "as_init",
+           "complete_weights"]
 
 
 def complete_weights(key: jax.Array, Q: jax.Array, M: jax.Array, d: int, dtype) -> jax.Array:
@@ -278,6 +279,151 @@ class FromResult(_GramStart):
             raise _bad("train.init", "a result with diverged seeds at that record", "a finite state for every seed")
         A = res.a[:, self.record] if res.trained_second_layer else None
         return _gram_arrays(Q, M, A, model.p, model.a, "train.init")
+
+
+PCA_SIGNS = ("random", "labels", "positive")
+
+
+def _label_sign(key, model, u, S, c):
+    """+1 or -1: the sign that makes sum_i y_i f(u_i) >= 0 on labelled samples (student fields
+    u (n,), frame coordinates S (n, a), latents c (n,)), with f the student's output."""
+    xi = jax.random.normal(key, u.shape, u.dtype)
+    y = model.problem.target(S, c) + model.problem.noise * xi
+    f = model.student.output(u[:, None], jnp.asarray(model.student.a0, u.dtype))
+    return jnp.where(jnp.sum(y * f) < 0, -1.0, 1.0)
+
+
+@dataclass(frozen=True)
+class PCA(Init):
+    """Pre-training by PCA: the row is the top eigenvector of the sample covariance
+    (1/n') sum_i x_i x_i^T of ``samples`` = n' fresh unlabelled inputs of the data law (at
+    step 0), exact at finite d on every stochastic engine.
+
+    ``sign``: ``"random"`` (the eigenvector's sign is arbitrary: a uniformly random one, as
+    PCA gives it), ``"labels"`` (the sign that makes sum_i y_i f(w.x_i) >= 0 on ``labels``
+    fresh labelled samples, f the student: these samples count in the sample budget,
+    :attr:`labelled_samples`) or ``"positive"`` (an oracle: the sign of the overlap with
+    teacher direction 0, the law conditioned on m0 >= 0, as ``"random_positive"``).
+
+    Full engine: the eigenvector of the n' x d data itself (through the smaller of X X^T and
+    X^T X). Chain: its frame coordinates drawn exactly through a tridiagonal n' x n' problem
+    (``sgdlab._pca``, docs/chain.md), cost O(n') per bisection step, independent of d. The
+    chain needs a law whose part orthogonal to the frame is standard (no orthogonal scale, one
+    row per sample): isotropic and spiked inputs, mixtures with ``sigma_perp = 1``. ODE:
+    spiked inputs only, from the BBP limit (:func:`sgdlab.spiked.bbp_overlap`) along the
+    spike, positive sign."""
+
+    samples: int = 1
+    sign: str = "random"
+    labels: int = 0
+    name = "pca"
+
+    def __post_init__(self) -> None:
+        for name, v, lo in (("train.pca_samples", self.samples, 1), ("train.pca_labels", self.labels, 0)):
+            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < lo:
+                raise _bad(name, v, f"an integer >= {lo}")
+        if self.sign not in PCA_SIGNS:
+            raise _bad("train.pca_sign", self.sign, "'random', 'labels' or 'positive'")
+        if self.sign == "labels" and self.labels < 1:
+            raise _bad("train.pca_labels", self.labels, "an integer >= 1 when train.pca_sign = 'labels'")
+
+    @property
+    def labelled_samples(self) -> int:
+        """Labelled samples the start consumes (0 unless ``sign = "labels"``)."""
+        return self.labels if self.sign == "labels" else 0
+
+    def check(self, model) -> None:
+        if model.p != 1:
+            raise _bad("train.init", "pca", "a one-row student (width = 1) for a PCA start")
+        if model.rows != 1:
+            raise _bad("train.init", "pca", "data with one row per sample for a PCA start")
+
+    def _check_chain(self, model) -> None:
+        comp = model.data.components(model.r, 0) if model.data.gaussian else None
+        if comp is None or comp.sigma is not None:
+            raise _bad("train.init", f"pca on data {model.data.name!r}",
+                       "on the chain: a Gaussian law whose orthogonal part is standard (sigma_perp = 1)")
+
+    def _sign(self, key, model, w_frame, fields):
+        """The factor +1 or -1 of the sign convention for a row with frame coordinates
+        ``w_frame``; ``fields(key, s)`` draws (u, S, c) of the labelled samples for the row
+        multiplied by s."""
+        kr, kl = jax.random.split(key)
+        if self.sign == "positive":
+            return jnp.where(w_frame[0] < 0, -1.0, 1.0)
+        s = jnp.where(jax.random.bernoulli(kr), 1.0, -1.0)
+        if self.sign == "labels":
+            k1, k2 = jax.random.split(kl)
+            u, S, c = fields(k1, s)
+            s = s * _label_sign(k2, model, u, S, c)
+        return s
+
+    def rows(self) -> int:
+        """The static number of sample rows: n' rounded up to a power of two (the count
+        itself is traced, so runs that differ in n' within a bucket share one program)."""
+        return 1 << max(int(self.samples) - 1, 0).bit_length()
+
+    def per_seed(self, model, seeds):
+        return {"n": np.full(seeds, float(self.samples))}
+
+    def structure(self) -> Init:
+        return PCA(self.rows(), self.sign, self.labels)
+
+    def _n(self, start):
+        return start["n"] if isinstance(start, dict) and "n" in start else float(self.samples)
+
+    def gram(self, key, model, start, d=None):
+        from ._pca import pca_frame
+
+        self._check_chain(model)
+        a, r, law, size = model.a, model.r, model.data, self.rows()
+        d = model.problem.d if d is None else d
+        kt, ks, kc, kl = jax.random.split(key, 4)
+        g = jax.random.normal(ks, (size, 1, a), jnp.float64)
+        lat = law.draw(kc, g, r, 0)
+        S = (g if lat.s is None else lat.s).reshape(size, a)
+        wf, _ = pca_frame(kt, S, jnp.asarray(d, jnp.float64) - a, self._n(start))
+
+        def fields(k, s):  # u = w.x = w_frame.s + |w_perp| z for fresh samples (sigma_perp = 1)
+            k1, k2, k3 = jax.random.split(k, 3)
+            gl = jax.random.normal(k1, (self.labels, 1, a), jnp.float64)
+            lat_l = law.draw(k2, gl, r, 0)
+            Sl = (gl if lat_l.s is None else lat_l.s).reshape(self.labels, a)
+            perp = jnp.sqrt(jnp.maximum(1.0 - jnp.sum(wf * wf), 0.0))
+            return s * (Sl @ wf + perp * jax.random.normal(k3, (self.labels,), jnp.float64)), Sl, lat_l.c
+
+        wf = wf * self._sign(kl, model, wf, fields)
+        return jnp.ones((1, 1)), wf[None, :]
+
+    def weights(self, key, model, start, dtype):
+        a, r, d, law, size = model.a, model.r, model.problem.d, model.data, self.rows()
+        kx, kl = jax.random.split(key)
+        X, _ = law.sample(kx, size, d, r, 0, jnp.float64)
+        X = jnp.where((jnp.arange(size) < self._n(start))[:, None], X, 0.0)  # the first n' inputs
+        if size < d:  # the smaller of the two Gram matrices
+            _, vec = jnp.linalg.eigh(X @ X.T)
+            w = X.T @ vec[:, -1]
+        else:
+            _, vec = jnp.linalg.eigh(X.T @ X)
+            w = vec[:, -1]
+        w = w / jnp.linalg.norm(w)
+
+        def fields(k, s):
+            Xl, c = law.sample(k, self.labels, d, r, 0, jnp.float64)
+            return s * (Xl @ w), Xl[:, :a], c
+
+        return (w * self._sign(kl, model, w[:a], fields))[None, :].astype(dtype)
+
+    def order_parameters(self, model):
+        from .data import Spiked, at
+        from .spiked import bbp_overlap
+
+        if not isinstance(model.data, Spiked) or model.data.spikes != 1:
+            raise _bad("train.init", f"pca on data {model.data.name!r}", "on the ODE: one-spike spiked data")
+        v = model.data.spike_vectors(model.r)[0]
+        gamma = model.problem.d / self.samples
+        rho = math.sqrt(float(bbp_overlap(float(at(model.data.strength[0], 0)), gamma)))
+        return np.eye(1), (rho * v)[None, :]
 
 
 def as_init(value: Any) -> Init:
