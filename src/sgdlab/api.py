@@ -12,7 +12,7 @@ import jax
 import numpy as np
 
 from ._progress import progress_callback
-from .engines import ODE, Chain, Full
+from .engines import ODE, SDE, Chain, Full
 from .engines._driver import drive, seed_keys
 from .engines.base import DeterministicEngine, StochasticEngine
 from .model import Model, Problem, Record, Student, Training, _bad, _positive_int
@@ -21,7 +21,7 @@ from .risk import risk_table
 
 __all__ = ["run"]
 
-_ENGINES = {"full": Full, "chain": Chain, "ode": ODE}
+_ENGINES = {"full": Full, "chain": Chain, "ode": ODE, "sde": SDE}
 
 
 def _engine(engine: Any) -> Any:
@@ -30,10 +30,10 @@ def _engine(engine: Any) -> Any:
         return Chain()
     if isinstance(engine, str):
         if engine.lower() not in _ENGINES:
-            raise _bad("engine", engine, "'full', 'chain', 'ode', Full(), Chain() or ODE()")
+            raise _bad("engine", engine, "'full', 'chain', 'ode', 'sde', Full(), Chain(), ODE() or SDE()")
         return _ENGINES[engine.lower()]()
     if not isinstance(engine, StochasticEngine | DeterministicEngine):
-        raise _bad("engine", engine, "'full', 'chain', 'ode', Full(), Chain() or ODE()")
+        raise _bad("engine", engine, "'full', 'chain', 'ode', 'sde', Full(), Chain(), ODE() or SDE()")
     return engine
 
 
@@ -130,7 +130,10 @@ def run(
     engine.check(model)
     progress = progress_callback(progress, training.steps, f"{engine.name} d={problem.d}")
     t0 = time.perf_counter()
-    if isinstance(engine, DeterministicEngine):
+    if getattr(engine, "paths", False):  # a diffusion: one path per seed
+        out = engine.solve(model, record, progress=progress, seeds=seeds, seed=seed)
+        labels = np.arange(seeds, dtype=np.int64)
+    elif isinstance(engine, DeterministicEngine):
         out = engine.solve(model, record, progress=progress)
         labels = np.zeros(1, dtype=np.int64)
     else:
