@@ -24,7 +24,11 @@ confidence intervals beside the theory, wall time, device, package versions).
 - ``curriculum``: curricula vs overparameterisation in the XOR-like Gaussian mixture: hard-test
   error per schedule, the curriculum benefit and the success probability vs the width K, the
   relevant-manifold and rule sub-tasks, the lottery (Sarao Mannelli, Ivashynka, Saxe, Saglietti
-  2024), :mod:`sgdlab.reproduce.curriculum`.
+  2024), :mod:`sgdlab.reproduce.curriculum`;
+- ``pretraining``: PCA pre-training and transfer starts on spiked He3 single-index problems:
+  samples to weak recovery vs d for random, PCA and transfer starts, m(t) with the ODE, the PCA
+  overlap vs BBP, the (lambda, eta1) trap diagram of the (m, r) flow, PCA signs
+  (Jones-McCormick, Jagannath, Sen 2025), :mod:`sgdlab.reproduce.pretraining`.
 """
 
 from __future__ import annotations
@@ -73,6 +77,12 @@ def _curriculum() -> Callable:
     return reproduce
 
 
+def _pretraining() -> Callable:
+    from .pretraining import reproduce
+
+    return reproduce
+
+
 REPRODUCTIONS: dict[str, Callable[[], Callable]] = {
     "info-exponent": _info_exponent,
     "smoothing": _smoothing,
@@ -80,6 +90,7 @@ REPRODUCTIONS: dict[str, Callable[[], Callable]] = {
     "ssi": _ssi,
     "fourier": _fourier,
     "curriculum": _curriculum,
+    "pretraining": _pretraining,
 }
 
 
