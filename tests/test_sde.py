@@ -171,3 +171,15 @@ def test_refusals():
         run(pb, Student(width=2, activation="h3"), tr, engine="sde")
     with pytest.raises(ValueError, match="sde.rtol"):
         SDE(rtol=-1)
+
+
+def test_config_engine():
+    """``engine = "sde"`` with an ``[sde]`` table builds SDE(...) with its options; without the
+    table the resolved configuration has no ``sde`` key (store keys of other runs unchanged).
+    Catches a config layer that ignores the table or adds it to every run's key."""
+    from sgdlab.config import make_engine, validate_config
+
+    cfg = validate_config({"d": 100, "engine": "sde", "sde": {"rtol": 0.005, "check_dt": False}})
+    eng = make_engine(cfg)
+    assert isinstance(eng, SDE) and eng.rtol == 0.005 and eng.check_dt is False
+    assert "sde" not in validate_config({"d": 100}).to_dict()

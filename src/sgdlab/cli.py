@@ -79,7 +79,8 @@ class _OneLineErrors(TyperGroup):
 
 #: Phrases of the library's messages that name what only Python can pass (a function, an
 #: engine object): the command line cannot give them, so its messages leave them out.
-_PYTHON_ONLY = (", or a JAX function", " or a JAX function", ", Full(), Chain() or ODE()")
+_PYTHON_ONLY = (", or a JAX function", " or a JAX function", ", Full(), Chain() or ODE()",
+                ", Full(), Chain(), ODE() or SDE()")
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -138,8 +139,8 @@ app = typer.Typer(
 
 EngineOption = Annotated[
     str | None,
-    typer.Option("--engine", help="full, chain or ode (overrides the config).",
-                 autocompletion=lambda: ["full", "chain", "ode"]),
+    typer.Option("--engine", help="full, chain, ode or sde (overrides the config).",
+                 autocompletion=lambda: ["full", "chain", "ode", "sde"]),
 ]
 INT = "<int>"  # metavar of the integer options (read as text so that a bad value is quoted back)
 

@@ -6,7 +6,7 @@ A configuration has top-level keys ``d``, ``seeds``, ``seed``, ``engine`` and th
 
     d = 500
     seeds = 64
-    engine = "chain"            # "full", "chain" or "ode"
+    engine = "chain"            # "full", "chain", "ode" or "sde"
 
     [target]
     link = "h3"                 # a name, or hermite = [c0, c1, ...] (exactly one of the two)
@@ -55,7 +55,7 @@ __all__ = [
     "validate_config",
 ]
 
-ENGINES = ("full", "chain", "ode")
+ENGINES = ("full", "chain", "ode", "sde")
 MAX_SEEDS = 1 << 24  # seeds of one run (vmapped together)
 MAX_SEED = (1 << 63) - 1  # jax.random.key takes a signed 64-bit seed
 
@@ -129,6 +129,17 @@ class ODEConfig(_Section):
     second_order: bool = True
     rtol: Number = Field(default=1e-8, gt=0)
     atol: Number = Field(default=1e-10, gt=0)
+
+
+class SDEConfig(_Section):
+    """``[sde]``: the diffusion limit of the search phase (single index, spherical SGD):
+    the adaptive solver's tolerances, its largest step in units of the noise time, and the
+    step-size check (the same paths with both halved)."""
+
+    rtol: Number = Field(default=1e-2, gt=0)
+    atol: Number = Field(default=1e-2, gt=0)
+    dtmax: Number = Field(default=0.1, gt=0)
+    check_dt: bool = True
 
 
 class FullConfig(_Section):
@@ -215,21 +226,22 @@ class Config(_Section):
     d: int
     seeds: int = Field(default=1, ge=1, le=MAX_SEEDS)
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
-    engine: Literal["full", "chain", "ode"] = "chain"
+    engine: Literal["full", "chain", "ode", "sde"] = "chain"
     target: TargetConfig = TargetConfig()
     student: StudentConfig = StudentConfig()
     train: TrainConfig = TrainConfig()
     ode: ODEConfig = ODEConfig()
     full: FullConfig = FullConfig()
+    sde: SDEConfig | None = None
     chain: ChainConfig | None = None
     sequence: SequenceConfig | None = None
     data: DataConfig | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved configuration as plain JSON/TOML-compatible data (without a
-        ``sequence``, ``data`` or ``chain`` table when there is none, so configurations without
+        ``sequence``, ``data``, ``chain`` or ``sde`` table when there is none, so configurations without
         them keep their keys and store keys)."""
-        skip = {k for k in ("sequence", "data", "chain") if getattr(self, k) is None}
+        skip = {k for k in ("sequence", "data", "chain", "sde") if getattr(self, k) is None}
         return self.model_dump(mode="json", exclude=skip or None)
 
 
@@ -473,7 +485,7 @@ class Built:
 
 def make_engine(cfg: Config, name: str | None = None) -> Any:
     """The engine object named by ``name`` (default ``cfg.engine``) with its section's options."""
-    from .engines import ODE, Chain, Full
+    from .engines import ODE, SDE, Chain, Full
 
     name = cfg.engine if name is None else name
     if name == "chain":
@@ -482,7 +494,10 @@ def make_engine(cfg: Config, name: str | None = None) -> Any:
         return Full(dtype=cfg.full.dtype)
     if name == "ode":
         return ODE(second_order=cfg.ode.second_order, rtol=cfg.ode.rtol, atol=cfg.ode.atol)
-    raise ConfigError(f"engine: got {name!r}; allowed: 'full', 'chain' or 'ode'")
+    if name == "sde":
+        o = SDEConfig() if cfg.sde is None else cfg.sde
+        return SDE(rtol=o.rtol, atol=o.atol, dtmax=o.dtmax, check_dt=o.check_dt)
+    raise ConfigError(f"engine: got {name!r}; allowed: 'full', 'chain', 'ode' or 'sde'")
 
 
 def build(cfg: Config, *, engine: bool = False) -> Built:
