@@ -136,7 +136,11 @@ def test_pca_bad_input_is_one_line():
         PCA(10, "up")
     with pytest.raises(ValueError, match="train.pca_labels"):
         PCA(10, "labels", 0)
+    with pytest.raises(ValueError, match="train.pca_samples"):
+        Training(init="pca")
     prob = Problem(d=50, link="He3", data=Spiked(strength=1.0, overlap=0.5))
+    tr = Training(init="pca", pca_samples=30, pca_sign="labels", pca_labels=4)
+    assert _model(prob, Student(activation="He3"), tr).init == PCA(30, "labels", 4)
     with pytest.raises(ValueError, match="width = 1"):
         _model(prob, Student(width=2, activation="He3"), Training(init=PCA(10))).check()
     mix = Problem(d=50, link="He3", data=Mixture(means=[[0.0, 1.0], [0.0, -1.0]], sigma_perp=[1.0, 2.0]))

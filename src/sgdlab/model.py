@@ -25,7 +25,7 @@ from . import smoothing as _sm
 from ._errors import _bad
 from ._functions import resolve_fn
 from .data import DataLaw, Isotropic
-from .init import Init, as_init
+from .init import PCA, Init, as_init
 
 __all__ = ["BaseModel", "Model", "Problem", "Record", "Student", "Training", "INITS", "LOSSES", "OUTPUT_SCALES"]
 
@@ -218,7 +218,10 @@ class Training:
       a row with M_j0 < 0 is replaced by its opposite; the law of |m0|, for the odd links
       whose escape is studied from a positive start) or a number m0: every row has
       overlap m0 with every teacher direction and a uniformly random unit part orthogonal
-      to the teacher span (norm 1 in all).
+      to the teacher span (norm 1 in all); ``"pca"``: the top eigenvector of the sample
+      covariance of ``pca_samples`` fresh inputs, sign ``pca_sign`` (``"random"``,
+      ``"labels"`` with ``pca_labels`` labelled samples, ``"positive"``; :class:`sgdlab.init.PCA`);
+      or any :class:`sgdlab.init.Init`.
     - ``frozen``: first-layer rows that are not updated (their gradient is zero);
       ``frozen_second``: second-layer weights that are not updated.
     - ``lr_schedule``: ``None`` or a JAX function of the step count t multiplying ``lr`` (and
@@ -258,6 +261,9 @@ class Training:
     frozen: tuple[int, ...] = ()
     frozen_second: tuple[int, ...] = ()
     lr_schedule: Callable | None = None
+    pca_samples: int | None = None
+    pca_sign: str = "random"
+    pca_labels: int = 0
 
     def __post_init__(self) -> None:
         for name in ("frozen", "frozen_second"):
@@ -298,9 +304,13 @@ class Training:
         init = self.init
         if isinstance(init, Init):
             pass
+        elif init == "pca":
+            if self.pca_samples is None:
+                raise _bad("train.pca_samples", None, "an integer >= 1 (unlabelled samples) with train.init = 'pca'")
+            PCA(self.pca_samples, self.pca_sign, self.pca_labels)  # checks the three fields
         elif isinstance(init, str):
             if init not in INITS:
-                raise _bad("train.init", init, "'random', 'random_positive' or a number m0 in [-1, 1]")
+                raise _bad("train.init", init, "'random', 'random_positive', 'pca' or a number m0 in [-1, 1]")
         else:
             init = _finite("train.init", init)
             if abs(init) > 1:
@@ -410,7 +420,10 @@ class BaseModel:
 
     @property
     def init(self) -> Init:
-        return as_init(self.training.init)
+        tr = self.training
+        if isinstance(tr.init, str) and tr.init == "pca":
+            return PCA(tr.pca_samples, tr.pca_sign, tr.pca_labels)
+        return as_init(tr.init)
 
     @property
     def needs_norm(self) -> bool:
