@@ -175,7 +175,7 @@ class _Plan:
     """Everything static about the decomposed drift of one model."""
 
     def __init__(self, model, second_order: bool, nodes: int | None):
-        stu, prob, tr = model.student, model.problem, model.training
+        stu, prob = model.student, model.problem
         self.model = model
         self.p, self.r, self.P = model.p, model.r, model.p + model.a
         self.sig, self.link = stu.activation, (prob.link if prob.is_committee else None)
@@ -389,9 +389,8 @@ def decomposed_drift(model, second_order: bool, nodes: int | None = None):
     A = jnp.asarray(np.stack([pl.ti, pl.tj, pl.fields[pl.tu], pl.fields[pl.tv]], axis=1))
     pair_mult = jnp.asarray(np.where(pl.tu == pl.tv, 1.0, 2.0))
     if pl.qmc:
-        from scipy.stats import qmc
-
         from jax.scipy.special import ndtri
+        from scipy.stats import qmc
 
         sob = qmc.Sobol(P, scramble=True, seed=1234 + pl.seed).random(QMC_POINTS)
         Yq = ndtri(jnp.asarray(np.clip(sob, 1e-16, 1 - 1e-16)))
