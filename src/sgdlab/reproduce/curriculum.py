@@ -463,7 +463,7 @@ def _fig_subtasks(spec: Spec, rows: dict, lottery: dict):
     import matplotlib.pyplot as plt
 
     Ks = (min(spec.Ks), max(spec.Ks))
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(18, 4.5), gridspec_kw={"wspace": 0.45})
     for K, ls in zip(Ks, ("-", "--"), strict=True):
         for s in spec.schedules:
             r = rows[("matched", K, s)]
@@ -473,7 +473,7 @@ def _fig_subtasks(spec: Spec, rows: dict, lottery: dict):
                 title="Part 4: relevant-manifold discovery", yscale="log")
     axes[1].set(xlabel="samples / d", ylabel="fraction of seeds with the rule identified",
                 title="Part 4: rule identification", ylim=(0, 1.02))
-    axes[1].legend(fontsize=7)
+    axes[1].legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
     ax = axes[2]
     th, cl, v, act = lottery["angle"], lottery["cluster"], lottery["sign"], lottery["active"]
     names = ["+mu u1 (+1)", "-mu u1 (+1)", "+mu u2 (-1)", "-mu u2 (-1)", "none (inactive)"]
@@ -484,7 +484,8 @@ def _fig_subtasks(spec: Spec, rows: dict, lottery: dict):
         ax.scatter(th[sel], row[sel] + jitter[sel], s=7, marker=mk, color=col, alpha=0.6,
                    label=f"units with v(0) = {sg:+d}")
     ax.set(xlabel="initial angle atan2(M_u2, M_u1) of the unit", yticks=range(5), yticklabels=names,
-           title=f"Part 4: the lottery (K = {lottery['K']}, {LABELS[lottery['schedule']]}): cluster served at the end")
+           ylabel="cluster served at the end (label)",
+           title=f"Part 4: the lottery (K = {lottery['K']}, {LABELS[lottery['schedule']]})")
     for x in (-np.pi / 2, 0, np.pi / 2):
         ax.axvline(x, color="0.7", lw=0.8)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
