@@ -105,6 +105,7 @@ MEASURED: dict[str, dict[str, str]] = {
     "batch-size": {"quick": "about 2 min", "full": "about 93 min"},
     "ssi": {"quick": "about 2 min", "full": "about 28 min"},
     "fourier": {"quick": "about 1.5 min"},
+    "curriculum": {"full": "about 27 min (machine under load)"},
 }
 
 
