@@ -25,6 +25,10 @@ from sgdlab.engines._driver import drive, seed_keys
 
 EXE = Path(sys.executable).with_name("sgdlab")
 STEPS = 100_000_000  # far more than a test runs: every run here is stopped by a signal
+# Seconds from the signal to the exit: at most one chunk (0.5 s), the risk table of the records
+# kept (a compilation when its record bucket is new) and the writing; about 2-6 s on an idle
+# 2-core machine, up to ~20 s measured when other test processes load it 8-fold.
+MAX_STOP_S = 30
 
 # one structure for every process below (the persistent compilation cache makes the later
 # ones start fast); records every 1000 steps
@@ -89,11 +93,11 @@ def _stop(proc: subprocess.Popen, sig: int) -> str:
     on stderr saying so; return that line."""
     t0 = time.monotonic()
     proc.send_signal(sig)
-    proc.wait(timeout=60)
+    proc.wait(timeout=180)
     took = time.monotonic() - t0
     err = proc.stderr.read()
     assert proc.returncode == 128 + sig, err
-    assert took < 12, took
+    assert took < MAX_STOP_S, took
     assert "Traceback" not in err and "Segmentation" not in err
     lines = [ln for ln in err.strip().splitlines() if ln.strip() and not ln.endswith(f" of {STEPS} steps")]
     assert len(lines) == 1 and lines[0].startswith(f"interrupted by {signal.Signals(sig).name}: "), err
@@ -146,14 +150,14 @@ def test_run_on_a_terminal_stops_and_keeps_the_steps_done(config, tmp_path):
     time.sleep(1.0)
     t0 = time.monotonic()
     proc.send_signal(signal.SIGINT)
-    while proc.poll() is None and time.monotonic() - t0 < 60:
+    while proc.poll() is None and time.monotonic() - t0 < 180:
         r, _, _ = select.select([master], [], [], 0.2)
         if r:
             try:
                 buf += os.read(master, 65536)
             except OSError:
                 break
-    proc.wait(timeout=60)
+    proc.wait(timeout=180)
     took = time.monotonic() - t0
     try:
         while True:
@@ -166,7 +170,7 @@ def test_run_on_a_terminal_stops_and_keeps_the_steps_done(config, tmp_path):
     os.close(master)
     text = buf.decode(errors="replace").replace("\r", "\n")
     assert proc.returncode == 130, text[-2000:]
-    assert took < 12, took
+    assert took < MAX_STOP_S, took
     last = [ln.strip() for ln in text.splitlines() if ln.strip().startswith("interrupted by")]
     assert len(last) == 1, text[-2000:]
     _check_partial(out, "SIGINT", last[0])

@@ -17,7 +17,15 @@ explicit ``dtype=jnp.float32`` stay float32, and ``Full(dtype="float32")`` and
 after the import makes :func:`run` stop with a one-line error rather than compute in float32.
 """
 
-import jax
+import os as _os
+import sys as _sys
+
+if _os.path.basename(_sys.argv[0] if _sys.argv else "") == "sgdlab":  # the command line: a SIGINT/SIGTERM
+    from . import _interrupt  # during the imports ends it in one line (no KeyboardInterrupt inside an import)
+
+    _interrupt.early()
+
+import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)  # the one place: see "Precision" above
 

@@ -13,8 +13,9 @@ ODE solve, a chunk longer than expected) is noticed by a watchdog thread woken t
 :func:`signal.set_wakeup_fd`: if no checkpoint acknowledges the signal within ``grace``
 seconds, it prints one line and ends the process with ``os._exit`` (nothing is being
 written then: every file is written to a temporary name and renamed). A second signal ends
-the process at once. The exit status is the conventional 128 + signal number (130 for
-SIGINT, 143 for SIGTERM).
+the process at once. The ``sgdlab`` command installs the handlers first thing
+(:func:`early`), also over an inherited "ignore" (a background job of a shell script). The
+exit status is the conventional 128 + signal number (130 for SIGINT, 143 for SIGTERM).
 """
 
 from __future__ import annotations
@@ -90,6 +91,19 @@ def keep_partial() -> Iterator[None]:
         _State.partial = old
 
 
+def early() -> None:
+    """From the start of the ``sgdlab`` process (``sgdlab/__init__.py``, before the imports of
+    JAX) until :func:`handling`: a SIGINT or SIGTERM ends the process at once with its line
+    (nothing has been computed yet) instead of raising inside an import, where a
+    KeyboardInterrupt aborted the process or was swallowed by a finalizer and lost."""
+
+    def handler(signum, frame) -> None:
+        _hard_exit(signum, "stopped before the command started; nothing was written")
+
+    for s in SIGNALS:
+        signal.signal(s, handler)
+
+
 def _hard_exit(signum: int, why: str) -> None:
     os.write(2, f"interrupted by {signal_name(signum)}: {why}\n".encode())
     os._exit(128 + signum)
@@ -129,7 +143,9 @@ def handling(grace: float = GRACE) -> Iterator[None]:
                 _hard_exit(signum, "stopped inside a compiled call; nothing was written")
             return
 
-    old = {s: signal.signal(s, handler) for s in SIGNALS}
+    # a signal the process was started with ignored (a background job of a script, nohup)
+    # stays ignored, as Python itself leaves an ignored SIGINT alone
+    old = {s: signal.signal(s, handler) for s in SIGNALS if signal.getsignal(s) is not signal.SIG_IGN}
     old_fd = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
     thread = threading.Thread(target=watchdog, name="sgdlab-interrupt-watchdog", daemon=True)
     thread.start()
