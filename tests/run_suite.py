@@ -6,10 +6,11 @@ on its own. Why not pytest-xdist: its workers are long-lived too (one process ru
 modules), which brings the segfault back, and it has no "fresh process per file" mode.
 
 Why in parallel: the suite's time is mostly XLA compilation, which runs on one core (a
-module's CPU time is ~0.9x its wall time), so two modules at a time use both
-cores of a 2-core machine (default: one module per core, at most 4). Modules are started longest first (durations of the last run, kept in
-``.pytest_cache/sgdlab-durations.json``; an unknown module counts as long) so that the last
-one to finish is a short one. Each module's output is printed in one piece when it ends.
+module's CPU time is ~0.9x its wall time), so two modules at a time use both cores of a
+2-core machine (default: one module per core, at most 4). Modules are started longest first
+(durations of the last run, kept in ``.pytest_cache/sgdlab-durations.json``; an unknown
+module counts as long) so that the last one to finish is a short one. Each module's output
+is printed in one piece when it ends.
 Exit status: 0 when every module passed, else 1 (the failed modules are listed).
 
     python tests/run_suite.py [--jobs N] [module ...]
