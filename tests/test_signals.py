@@ -27,8 +27,9 @@ EXE = Path(sys.executable).with_name("sgdlab")
 STEPS = 100_000_000  # far more than a test runs: every run here is stopped by a signal
 # Seconds from the signal to the exit: at most one chunk (0.5 s), the risk table of the records
 # kept (a compilation when its record bucket is new) and the writing; about 2-6 s on an idle
-# 2-core machine, up to ~20 s measured when other test processes load it 8-fold.
-MAX_STOP_S = 30
+# 2-core machine, 6 s at load 9 and 59 s at load 16 on 2 cores (compilation slows with the
+# load): the bound is 30 s on a machine loaded up to 2 processes per core, scaled above that.
+MAX_STOP_S = 30 * max(1.0, os.getloadavg()[0] / (2 * (os.cpu_count() or 1)))
 
 # one structure for every process below (the persistent compilation cache makes the later
 # ones start fast); records every 1000 steps
