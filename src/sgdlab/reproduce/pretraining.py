@@ -131,6 +131,8 @@ class Spec:
     sign_d: int
     sign_seeds: int
     calibration_d: int
+    trap_check: bool = True  # part 4's chain runs at the trapped setting
+    signs: bool = True  # part 5
 
 
 FULL = Spec(random_ds=(128, 256, 512), warm_ds=(128, 256, 512, 1024, 2048), seeds=40, random_horizon=120.0,
@@ -141,7 +143,7 @@ FULL = Spec(random_ds=(128, 256, 512), warm_ds=(128, 256, 512, 1024, 2048), seed
 QUICK = Spec(random_ds=(40, 64), warm_ds=(40, 64), seeds=32, random_horizon=120.0, warm_horizon=1.0,
              trajectory_d=64, bbp_samples=256, bbp_gammas=(0.25, 1.0, 4.0), bbp_lambdas=(1.0, 2.0), bbp_seeds=100,
              phase_lambdas=(0.0, 1.0), phase_eta1s=(0.9,), phase_d=1000, trap_d=64, trap_seeds=16,
-             sign_d=64, sign_seeds=32, calibration_d=64)
+             sign_d=64, sign_seeds=32, calibration_d=64, trap_check=False, signs=False)
 
 
 def _problem(d: int, lam: float = LAMBDA, eta1: float = ETA1) -> Problem:
@@ -298,8 +300,7 @@ def _lambda0(spec: Spec, seed: int) -> dict:
     d = n  # gamma = 1
     out = pca_draws(0.0, ETA1, d, n, spec.bbp_seeds, seed=seed + 29)  # the shapes of part 3: no new build
     p = stats.kstest(out["m"] ** 2, stats.beta(0.5, (d - 1) / 2).cdf).pvalue
-    return {"d": d, "n_samples": n, "seeds": len(out["m"]), "ks_pvalue_m2_vs_uniform": float(p),
-            "fraction_positive": float(np.mean(out["m"] > 0))}
+    return {"d": d, "n_samples": n, "seeds": len(out["m"]), "ks_pvalue_m2_vs_uniform": float(p)}
 
 
 def _part4(spec: Spec, delta_r: float, seeds: int, seed: int) -> dict:
@@ -314,7 +315,7 @@ def _part4(spec: Spec, delta_r: float, seeds: int, seed: int) -> dict:
             r["saddle_m_sqrt_d"] *= math.sqrt(d)
     traps = [r for r in rows if r["trap"]]
     check = None
-    if traps:  # prefer a PCA start below the threshold (its escape is then not immediate), then the deepest trap
+    if traps and spec.trap_check:  # prefer a PCA start below the threshold (not an immediate escape), then depth
         pick = max(traps, key=lambda r: (r["pca_m"] < THRESHOLD, r["saddle_m_sqrt_d"] or 0.0))
         lam, e1 = pick["strength"], pick["overlap"]
         dt = spec.trap_d
@@ -429,7 +430,7 @@ def reproduce(
     say("trap phase diagram")
     trap = _part4(spec, delta_r, n_seeds, seed)
     say("PCA signs")
-    signs = _part5(spec, delta_w, seed)
+    signs = _part5(spec, delta_w, seed) if spec.signs else None
 
     escape_pca = [r["median"] is not None and r["n_escaped"] == r["n_seeds"] for r in series["pca"]]
     summary = {
@@ -504,13 +505,15 @@ def _table(s: dict) -> str:
                  ("saddle_m_sqrt_d", "saddle m sqrt(d)", fmt_g(".3g")), ("trap", "trap", str)]))
     c = p4["check"]
     if c is None:
-        text += "\nNo trapped setting in this grid.\n"
+        text += "\nNo chain check (quick run, or no trapped setting in this grid).\n"
     else:
         text += (f"\nChain check at lambda = {c['strength']}, eta1 = {c['overlap']}, d = {c['d']}, budget "
                  f"{c['budget_samples']:.3g} samples, the same step for both: random start escaped "
                  f"{c['random']['n_escaped']}/{c['random']['n_seeds']}, PCA start {c['pca']['n_escaped']}/"
                  f"{c['pca']['n_seeds']} (median {fmt_g()(c['pca']['median'])} samples).\n")
     p5 = s["part5_signs"]
+    if p5 is None:
+        return text + "\n## 5. PCA signs: not in the quick run.\n"
     text += f"\n## 5. PCA sign for the odd link (d = {p5['d']})\n\n" + markdown_table(
         [{"sign": k, **p5[k]} for k in ("random", "labels")], [
             ("sign", "sign", str), ("labels", "labelled samples", fmt_g()), ("stalled", "stalled", fmt_g()),
