@@ -169,6 +169,8 @@ def test_refusals():
         run(pb, st, Training(lr=1e-3, steps=10), engine="sde")
     with pytest.raises(ValueError, match="student.width"):
         run(pb, Student(width=2, activation="h3"), tr, engine="sde")
+    with pytest.raises(ValueError, match="train.init"):  # not silently a random start
+        run(pb, st, Training(lr=1e-3, steps=10, spherical=True, init="pca", pca_samples=50), engine="sde")
     with pytest.raises(ValueError, match="sde.rtol"):
         SDE(rtol=-1)
 

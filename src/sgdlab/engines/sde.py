@@ -53,7 +53,6 @@ _NODES = 120  # Gauss-Hermite nodes per axis for V0, W0 and the target's coeffic
 def _check(model) -> None:
     """One-line errors for the models the diffusion limit does not cover."""
     from ..data import Isotropic
-    from ..init import FromResult, Gram
 
     pb, st, tr = model.problem, model.student, model.training
     if not isinstance(pb.data, Isotropic):
@@ -71,8 +70,8 @@ def _check(model) -> None:
         raise ValueError("train.loss: got a custom function; allowed on engine 'sde': 'square' or 'correlation'")
     if tr.smoothing is not None or tr.lr_schedule is not None or tr.frozen:
         raise ValueError("train: smoothing, lr_schedule and frozen rows are not supported on engine 'sde'")
-    if isinstance(tr.init, Gram | FromResult):
-        raise ValueError("train.init: got a Gram or earlier-result start; allowed on engine 'sde': "
+    if tr.init not in ("random", "random_positive") and not isinstance(tr.init, float):
+        raise ValueError(f"train.init: got {tr.init!r}; allowed on engine 'sde': "
                          "'random', 'random_positive' or a number m0")
 
 
@@ -211,8 +210,7 @@ class SDE(DeterministicEngine):
         if self.check_dt:
             info["dt_check"] = _quartile_change(esc_s, paths(0.5)[0])
         escaped = np.isfinite(esc_s)
-        escape_step = np.where(escaped, np.ceil(esc_s * per_s - 1e-9), -1.0)
-        escape_step = np.where(np.abs(mu0) >= mu1, 0.0, escape_step)
+        escape_step = np.where(escaped, np.ceil(np.maximum(esc_s * per_s - 1e-9, 0.0)), -1.0)
         M = mu_rec / math.sqrt(d)
         M = np.where(steps[None, :] > np.where(escape_step >= 0, escape_step, np.inf)[:, None], np.nan, M)
         M[:, 0] = mu0 / math.sqrt(d)
