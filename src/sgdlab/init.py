@@ -242,6 +242,22 @@ class _GramStart(Init):
     def second_layer(self, model, start):
         return start.get("a") if isinstance(start, dict) else None
 
+    def structure(self) -> Init:
+        """The compiled programs read the state from ``per_seed`` only: every given-state start
+        shares one structure, so runs from different states share one compilation."""
+        return _GivenState()
+
+
+@dataclass(frozen=True)
+class _GivenState(_GramStart):
+    """The structure of a given-state start (:meth:`_GramStart.structure`): (Q, M, a) come from
+    the traced per-seed data; it has no arrays of its own."""
+
+    name = "gram"
+
+    def _arrays(self, model):
+        raise _bad("train.init", "the structure of a given-state start", "a Gram or FromResult start")
+
 
 @dataclass(frozen=True, eq=False)
 class Gram(_GramStart):
