@@ -28,7 +28,10 @@ confidence intervals beside the theory, wall time, device, package versions).
 - ``pretraining``: PCA pre-training and transfer starts on spiked He3 single-index problems:
   samples to weak recovery vs d for random, PCA and transfer starts, m(t) with the ODE, the PCA
   overlap vs BBP, the (lambda, eta1) trap diagram of the (m, r) flow, PCA signs
-  (Jones-McCormick, Jagannath, Sen 2025), :mod:`sgdlab.reproduce.pretraining`.
+  (Jones-McCormick, Jagannath, Sen 2025), :mod:`sgdlab.reproduce.pretraining`;
+- ``w2s``: weak-to-strong fine-tuning of a pre-trained two-layer reward model with task subspaces:
+  alignment with the target direction, off-target retention vs the correlation rho, W2S vs SFT,
+  PGR, chain vs ODE (Awano, Suzuki 2026), :mod:`sgdlab.reproduce.w2s`.
 """
 
 from __future__ import annotations
@@ -83,6 +86,12 @@ def _pretraining() -> Callable:
     return reproduce
 
 
+def _w2s() -> Callable:
+    from .w2s import reproduce
+
+    return reproduce
+
+
 REPRODUCTIONS: dict[str, Callable[[], Callable]] = {
     "info-exponent": _info_exponent,
     "smoothing": _smoothing,
@@ -91,6 +100,7 @@ REPRODUCTIONS: dict[str, Callable[[], Callable]] = {
     "fourier": _fourier,
     "curriculum": _curriculum,
     "pretraining": _pretraining,
+    "w2s": _w2s,
 }
 
 
