@@ -852,6 +852,14 @@ def reproduce_command(
     links: Annotated[
         str | None, typer.Option("--links", help="Comma list of links (info-exponent), e.g. h2,h3,relu.")
     ] = None,
+    parts: Annotated[
+        str | None, typer.Option("--parts", help="Comma list of parts to run (info-exponent: series, batch, "
+                                 "trajectory, sde); the others come from --base.")
+    ] = None,
+    base: Annotated[
+        Path | None, typer.Option("--base", help="results.json of an earlier run supplying the parts not run "
+                                  "(info-exponent).")
+    ] = None,
     workers: Annotated[
         str | None, typer.Option("--workers", metavar=INT, help="Local worker processes (default: one per CPU core).")
     ] = None,
@@ -881,10 +889,17 @@ def reproduce_command(
         opts["engine"] = engine
     if links is not None:
         opts["links"] = _links(name, links)
+    if parts is not None or base is not None:
+        if name != "info-exponent":
+            raise ConfigError(f"--parts/--base: got them for {name!r}; allowed: only with info-exponent")
+        if parts is not None:
+            opts["parts"] = [x.strip() for x in parts.split(",") if x.strip()]
+        if base is not None:
+            opts["base"] = base
     if dry_run:
         from .config import load_config as load
 
-        plan = {k: v for k, v in opts.items() if k in ("quick", "engine", "seeds", "links")}
+        plan = {k: v for k, v in opts.items() if k in ("quick", "engine", "seeds", "links", "parts")}
         pts = plan_points(name, **plan)
         if pts is None:
             raise ConfigError(f"--dry-run: got {name!r}, whose runs are not planned ahead; allowed: "

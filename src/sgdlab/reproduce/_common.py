@@ -80,10 +80,13 @@ def matched_config(link: str, d: int, *, seeds: int, seed: int, engine: str, wid
 def cost(p: Point) -> float:
     """Seed-samples of a run at its horizon, times its student rows and sequence tokens (the
     order of execution: cheapest first, so an interrupted reproduction keeps the most runs);
-    ODE runs cost next to nothing."""
+    ODE runs cost next to nothing, SDE runs (whose cost grows with neither d nor the steps)
+    one per path."""
     c = p.config
     if c.get("engine") == "ode":
         return 1.0
+    if c.get("engine") == "sde":
+        return float(c["seeds"])
     tr = c["train"]
     width = c.get("student", {}).get("width", 1)
     tokens = (c.get("sequence") or {}).get("length", 1)
