@@ -3,6 +3,7 @@ statistics per run, scaling fits, and writing the figure / table / JSON outputs.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import platform
@@ -22,6 +23,8 @@ from ..store import Store, run_key
 
 __all__ = [
     "STOP_FRACTION",
+    "cached_arrays",
+    "description_key",
     "Outputs",
     "Point",
     "default_workers_for_backend",
@@ -75,6 +78,35 @@ def matched_config(link: str, d: int, *, seeds: int, seed: int, engine: str, wid
         "student": {"activation": link, "width": width},
         "train": {"record_every": max(1, train["steps"] // 100), "escape_threshold": 0.5, **train},
     }
+
+
+def description_key(desc: Mapping[str, Any]) -> str:
+    """The SHA-256 of a run description (plain data) and the sgdlab version: the cache key of
+    runs that are not store configurations (Python-function targets, schedules, given states)."""
+    from ..store import sgdlab_version
+
+    text = json.dumps({"run": desc, "sgdlab": sgdlab_version()}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def cached_arrays(folder: str, desc: Mapping[str, Any], store: str | Path | None,
+                  execute: Callable[[Mapping[str, Any]], dict]) -> dict:
+    """``execute(desc)`` (a dict of arrays), read from ``store/folder/<key>.npz`` when there and
+    written there (atomically, with the description beside it as JSON) when not; ``store=None``
+    computes without caching."""
+    if store is None:
+        return execute(desc)
+    path = Path(store) / folder / (description_key(desc) + ".npz")
+    if path.is_file():
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    out = execute(desc)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **out)
+    tmp.replace(path)
+    path.with_suffix(".json").write_text(json.dumps(desc, indent=1))
+    return out
 
 
 def cost(p: Point) -> float:

@@ -46,8 +46,6 @@ curriculum.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, replace
@@ -58,7 +56,7 @@ import numpy as np
 from .. import curriculum as C
 from ..analysis import escape_statistics, wilson_interval
 from ..config import ConfigError
-from ._common import Outputs, fmt_g, markdown_table, write_outputs
+from ._common import Outputs, cached_arrays, description_key, fmt_g, markdown_table, write_outputs
 
 __all__ = ["CHOICES", "FULL", "QUICK", "Spec", "benefit", "law_statistics", "reproduce", "run_cached"]
 
@@ -193,29 +191,14 @@ def _execute(desc: dict) -> dict:
 
 
 def _key(desc: dict) -> str:
-    from ..store import sgdlab_version
-
-    text = json.dumps({"run": desc, "sgdlab": sgdlab_version()}, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+    return description_key(desc)
 
 
 def run_cached(desc: dict, store: str | Path | None) -> dict:
     """The run's trajectory arrays, read from ``store/curriculum/<key>.npz`` when there (runs of
     Python-function targets and schedules are not store configurations: they are cached here
     by the hash of their description)."""
-    if store is None:
-        return _execute(desc)
-    path = Path(store) / "curriculum" / (_key(desc) + ".npz")
-    if path.is_file():
-        with np.load(path) as z:
-            return {k: z[k] for k in z.files}
-    out = _execute(desc)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **out)
-    tmp.replace(path)
-    path.with_suffix(".json").write_text(json.dumps(desc, indent=1))
-    return out
+    return cached_arrays("curriculum", desc, store, _execute)
 
 
 # ----------------------------------------------------------------------------- statistics

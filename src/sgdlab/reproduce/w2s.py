@@ -33,8 +33,6 @@ Controls: W2S with ground-truth labels (q_W = 1, through the rotated-frame path 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -44,7 +42,7 @@ import numpy as np
 
 from .. import w2s as W
 from ..config import ConfigError
-from ._common import Outputs, fmt_g, markdown_table, write_outputs
+from ._common import Outputs, cached_arrays, fmt_g, markdown_table, write_outputs
 
 __all__ = ["FULL", "QUICK", "Spec", "law_check", "reproduce", "run_cached"]
 
@@ -133,28 +131,9 @@ def _execute(desc: dict) -> dict:
     return {k: np.asarray(v) for k, v in out.items()}
 
 
-def _key(desc: dict) -> str:
-    from ..store import sgdlab_version
-
-    text = json.dumps({"run": desc, "sgdlab": sgdlab_version()}, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 def run_cached(desc: dict, store: str | Path | None) -> dict:
     """The run's trajectory arrays, read from ``store/w2s/<key>.npz`` when there."""
-    if store is None:
-        return _execute(desc)
-    path = Path(store) / "w2s" / (_key(desc) + ".npz")
-    if path.is_file():
-        with np.load(path) as z:
-            return {k: z[k] for k in z.files}
-    out = _execute(desc)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **out)
-    tmp.replace(path)
-    path.with_suffix(".json").write_text(json.dumps(desc, indent=1))
-    return out
+    return cached_arrays("w2s", desc, store, _execute)
 
 
 def _as_run(desc: dict, out: dict) -> W.Run:
@@ -228,10 +207,21 @@ def _pgr(row_w: dict, row_c: dict, *, boot: int = 2000, seed: int = 0) -> dict:
     idx = rng.integers(0, x.size, size=(boot, x.size))
     bs = W.pgr(w, x[idx].mean(1), y[idx].mean(1))
     lo, hi = np.percentile(bs, [2.5, 97.5])
-    curve = W.pgr(w, np.nanmean(row_w["_err_kappa"], 0), np.nanmean(row_c["_err_kappa"], 0))
+    curve = _pgr_curve(row_w, row_c)
+    ok_t = np.isfinite(curve)
+    best = int(np.nanargmax(np.where(ok_t, curve, -np.inf))) if ok_t.any() else 0
     return {"pgr": val, "ci": [float(lo), float(hi)], "err_weak": w, "err_w2s": float(x.mean()),
-            "err_ceiling": float(y.mean()), "best_pgr_over_time": float(np.nanmax(curve[1:])),
-            "best_t": float(row_w["_t"][1:][np.nanargmax(curve[1:])])}
+            "err_ceiling": float(y.mean()), "best_pgr_over_time": float(curve[best]) if ok_t.any() else None,
+            "best_t": float(row_w["_t"][best])}
+
+
+def _pgr_curve(row_w: dict, row_c: dict) -> np.ndarray:
+    """PGR(t) with the ceiling SFT(t), NaN at the records where the gap err_weak - err_SFT(t) is
+    below half its final value (early on SFT is still worse than the weak model: PGR means nothing)."""
+    w = row_w["err_weak"]
+    ew, ec = np.nanmean(row_w["_err_kappa"], 0), np.nanmean(row_c["_err_kappa"], 0)
+    gap = w - ec
+    return np.where(gap >= 0.5 * gap[-1], W.pgr(w, ew, ec), np.nan)
 
 
 def _retention(row_w: dict, row_s: dict) -> dict:
@@ -348,12 +338,11 @@ def _fig_part1(spec: Spec, rows: dict):
     ax = axes[2]
     for s in ("w2s_in", "w2s_out", "w2s_net"):
         r, c = rows[(s, spec.rho, spec.q)], rows[("sft", spec.rho, spec.q)]
-        curve = W.pgr(r["err_weak"], np.nanmean(r["_err_kappa"], 0), np.nanmean(c["_err_kappa"], 0))
-        ax.plot(r["_t"][1:], curve[1:], color=COLORS[s], label=LABELS[s])
+        ax.plot(r["_t"], _pgr_curve(r, c), color=COLORS[s], label=LABELS[s])
     ax.axhline(0, color="0.5", lw=1)
     ax.axhline(1, color="0.5", lw=1, ls="--", label="PGR = 1 (the ceiling)")
-    ax.set(xlabel="samples / d", ylabel="PGR(t) (ceiling: SFT at the same t)", title="Part 1: PGR over time",
-           ylim=(-1.0, 1.2))
+    ax.set(xlabel="samples / d", ylabel="PGR(t) (ceiling: SFT at the same t)",
+           title="Part 1: PGR over time (where err_weak - err_SFT(t) >= half its final value)")
     ax.legend(fontsize=7)
     fig.suptitle(f"chain, d = {spec.d}, {spec.seeds} seeds, K = {spec.K}, r = {spec.r}, {spec.per_task} neurons "
                  f"per task, rho = {spec.rho}, q_W = {spec.q}")
@@ -404,7 +393,8 @@ def _fig_part3(spec: Spec, rows: dict, pgr_rho: dict, pgr_q: dict):
             lo, hi = np.array([x["ci"][0] for x in v]), np.array([x["ci"][1] for x in v])
             ax.errorbar(grid, y, yerr=np.maximum([y - lo, hi - y], 0), fmt="o-", color=COLORS[s], capsize=3,
                         label=f"{LABELS[s]}, final")
-            ax.plot(grid, [x["best_pgr_over_time"] for x in v], "x--", color=COLORS[s],
+            ax.plot(grid, [np.nan if x["best_pgr_over_time"] is None else x["best_pgr_over_time"] for x in v], "x--",
+                    color=COLORS[s],
                     label=f"{LABELS[s]}, best over time")
         ax.axhline(0, color="0.5", lw=1)
         ax.axhline(1, color="0.5", lw=1, ls="--")
@@ -552,7 +542,8 @@ def _table(spec: Spec, rows: dict, summary: dict) -> str:
     v = summary["pgr_small_network"]
     prow.append({"series": "w2s_net", "grid": f"rho = {spec.rho}", **v, "lo": v["ci"][0], "hi": v["ci"][1]})
     text += ("\n## PGR = (err_weak - err_W2S) / (err_weak - err_SFT) at the horizon (95% paired bootstrap) and its "
-             "best value over time\n\n" + markdown_table(prow, [
+             "best value over time (records where err_weak - err_SFT(t) is at least half its final value)\n\n"
+             + markdown_table(prow, [
                  ("series", "series", str), ("grid", "point", str), ("err_weak", "err weak", f4),
                  ("err_w2s", "err W2S", f4), ("err_ceiling", "err SFT", f4), ("pgr", "PGR", f3), ("lo", "lo", f3),
                  ("hi", "hi", f3), ("best_pgr_over_time", "best PGR(t)", f3), ("best_t", "at t", fmt_g(".3g"))]))

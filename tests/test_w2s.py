@@ -1,0 +1,253 @@
+"""Weak-to-strong fine-tuning (sgdlab.w2s) and ``sgdlab reproduce w2s --quick``.
+
+The quick reproduction asserts the issue's claims as far as the reconstruction shows them: weak
+labels equal to the ground truth make W2S and SFT the same process bit for bit; the chain agrees
+with the full simulation in law on a small W2S run; SFT forgets more at rho = 0.8 than at rho = 0;
+W2S with the weak noise inside V_kappa retains the off-target energy at least as well as SFT
+(paired), while a weak model with a spurious feature outside the strong model's subspaces makes
+W2S forget more; the ODE follows the chain's mean. Labels equal to the strong model's own outputs
+give zero drift on the ODE and only O(lr^2) motion on the chain (checked against the lr^2 term in
+closed form). The pieces (frame, pre-trained state, errors) are checked against independent Monte
+Carlo. Each test names the planted bug it catches.
+"""
+
+import json
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sgdlab import w2s as W
+from sgdlab.reproduce import w2s as R
+
+TASKS = W.Tasks(K=2, r=3, rho=0.8, spare=1)
+STRONG = W.Strong(per_task=3)
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("w2s")
+    res = R.reproduce(quick=True, store=out / "store", out=out / "quick")
+    return out / "quick", res.summary
+
+
+def _mc_error(tasks, strong, M, head, b, n=400_000, seed=0):
+    """Monte Carlo of E[(s head . sigma(M s) - g(b . s))^2] / 2 for rows M inside the frame."""
+    rng = np.random.default_rng(seed)
+    s = rng.normal(size=(n, tasks.a))
+    f = strong.scale(tasks) * np.asarray(strong.activation(jnp.asarray(s @ M.T))) @ head
+    y = np.asarray(tasks.link(jnp.asarray(s @ b)))
+    e = 0.5 * (f - y) ** 2
+    return e.mean(), e.std() / math.sqrt(n)
+
+
+# ----------------------------------------------------------------------------- the pieces
+
+
+def test_frame_subspaces_and_correlation():
+    """V_k have orthonormal bases, beta_k in V_k, beta_k . beta_kappa = rho, V_k orthogonal to V_kappa
+    at rho = 0, the spare direction outside every V_k. Planted bug: b_k = rho e_0 + (1 - rho) e_kr
+    (not unit), or the spare direction inside V_kappa."""
+    for rho in (0.0, 0.8):
+        t = W.Tasks(K=3, r=2, rho=rho, spare=1)
+        for k in range(3):
+            B = t.basis(k)
+            np.testing.assert_allclose(B @ B.T, np.eye(2), atol=1e-15)
+            assert abs(np.linalg.norm(B @ t.beta(k)) - 1.0) < 1e-15
+            assert np.abs(B @ t.spare_direction()).max() == 0.0
+        assert abs(t.beta(1) @ t.beta(0) - rho) < 1e-15 and abs(t.beta(2) @ t.beta(0) - rho) < 1e-15
+        if rho == 0.0:
+            assert np.abs(t.basis(1) @ t.basis(0).T).max() == 0.0
+
+
+def test_pretrained_state_and_exact_errors():
+    """Pre-trained neurons are unit rows inside their task's subspace with no part off the frame
+    (Q = M M^T); the exact per-task error from (M, Q) equals Monte Carlo on sampled inputs, for the
+    fitted off-target head and for an arbitrary head on task kappa; the fitted head beats the zero
+    head. Planted bug: erf(z) for erf(z / sqrt 2) in the kernels, or M b replaced by M^T b."""
+    pre = W.pretrain(TASKS, STRONG, seeds=2, seed=3)
+    m = STRONG.per_task
+    np.testing.assert_allclose(pre.Q, pre.M @ np.swapaxes(pre.M, 1, 2), atol=1e-15)
+    np.testing.assert_allclose(np.einsum("sjj->sj", pre.Q), 1.0, atol=1e-14)
+    for k in range(TASKS.K):
+        P = pre.M[:, k * m:(k + 1) * m] @ TASKS.basis(k).T
+        np.testing.assert_allclose(np.sum(P**2, -1), 1.0, atol=1e-14)
+    rng = np.random.default_rng(1)
+    for k, head in ((1, pre.heads[0, 1]), (0, rng.normal(size=2 * m))):
+        exact = float(W.error(TASKS, STRONG, pre.M[0], pre.Q[0], head, TASKS.beta(k)))
+        mc, se = _mc_error(TASKS, STRONG, pre.M[0], head, TASKS.beta(k))
+        assert abs(exact - mc) < 4 * se, (k, exact, mc, se)
+    zero = W.error(TASKS, STRONG, pre.M[0], pre.Q[0], np.zeros(2 * m), TASKS.beta(1))
+    assert W.error(TASKS, STRONG, pre.M[0], pre.Q[0], pre.heads[0, 1], TASKS.beta(1)) < 0.5 * zero
+
+
+def test_weak_errors_against_monte_carlo():
+    """The weak models' errors (noisy direction: a pair kernel at correlation q; small network: the
+    error formula with its units) equal Monte Carlo; Direction(1) has error 0. Planted bug: the
+    noisy direction's error at correlation q^2, or the small network's readout fitted without its
+    label noise."""
+    t = W.Tasks(K=2, r=2, rho=0.0, spare=1)
+    rng = np.random.default_rng(2)
+    s = rng.normal(size=(400_000, t.a))
+    y = np.asarray(t.link(jnp.asarray(s[:, 0])))
+    assert W.weak_error(t, W.Direction(1.0)) == 0.0
+    for weak in (W.Direction(0.6, "inside"), W.Direction(0.6, "outside")):
+        f = np.asarray(t.link(jnp.asarray(s @ weak.direction(t))))
+        e = 0.5 * (f - y) ** 2
+        assert abs(W.weak_error(t, weak) - e.mean()) < 4 * e.std() / math.sqrt(e.size)
+    net = W.SmallNet(width=3, samples=16, noise=0.5, seed=4)
+    f = np.asarray(net.function(t)(jnp.asarray(s)))
+    e = 0.5 * (f - y) ** 2
+    assert abs(W.weak_error(t, net) - e.mean()) < 4 * e.std() / math.sqrt(e.size)
+    assert W.weak_error(t, net) > 1e-3  # worse than the ceiling: few noisy samples
+
+
+def test_rotated_frame_takes_the_weak_direction_to_e0():
+    """The Givens rotation maps beta_hat to e_0 and is exactly the identity at q = 1 (so the W2S
+    path with ground-truth labels cannot differ from SFT by rounding). Planted bug: a rotation by
+    the wrong sign (R beta_hat = q^2 - (1 - q^2) ...)."""
+    for noise in ("inside", "outside"):
+        lab = W.Direction(0.6, noise)
+        Rm = lab.rotation(TASKS)
+        np.testing.assert_allclose(Rm @ lab.direction(TASKS), np.eye(TASKS.a)[0], atol=1e-15)
+        np.testing.assert_allclose(Rm @ Rm.T, np.eye(TASKS.a), atol=1e-15)
+        assert np.array_equal(W.Direction(1.0, noise).rotation(TASKS), np.eye(TASKS.a))
+
+
+@pytest.mark.parametrize(
+    "make, field",
+    [
+        (lambda: W.Tasks(rho=1.5), "tasks.rho"),
+        (lambda: W.Tasks(K=1), "tasks.K"),
+        (lambda: W.Direction(q=-0.1), "weak.q"),
+        (lambda: W.Direction(0.5, "beside"), "weak.noise"),
+        (lambda: W.Direction(0.5, "outside").u(W.Tasks(spare=0)), "weak.noise"),
+        (lambda: W.Direction(0.5, "inside").u(W.Tasks(r=1)), "weak.noise"),
+        (lambda: W.FineTune(freeze="second"), "finetune.freeze"),
+        (lambda: W.FineTune(eta=0.0), "finetune.eta"),
+        (lambda: W.Strong(output_scale="max"), "strong.output_scale"),
+    ],
+)
+def test_bad_input_is_one_line_naming_the_field(make, field):
+    """Wrong knobs stop with one line naming the field. Planted bug: a weak noise 'outside' in a
+    frame without a spare direction silently put inside V_kappa."""
+    with pytest.raises(ValueError) as e:
+        make()
+    assert field in str(e.value) and "\n" not in str(e.value)
+
+
+# ----------------------------------------------------------------------------- self labels
+
+
+def _self_setup(head_start=0.5, rho=0.3):
+    t = W.Tasks(K=2, r=1, rho=rho, spare=0)
+    st = W.Strong(per_task=1, head_start=head_start)
+    pre = W.pretrain(t, st, seeds=1, seed=5)
+    pre.heads[0, 0] = [0.6, -0.4]  # the head of task kappa over both neurons (label = own output)
+    return t, st, pre
+
+
+def test_self_labels_give_zero_drift_on_the_ode():
+    """Labels equal to the strong model's own outputs: the ODE (first order) does not move; with
+    the head of the labels off by 10% it does. Planted bug: the labels built from the rotated (or
+    another seed's) state, or the head applied without the output scale."""
+    from sgdlab.engines import ODE
+
+    t, st, pre = _self_setup()
+    ft = W.FineTune(eta=2.0, eta_second=1.0, t=1.0, records=2)
+    eng = ODE(second_order=False)
+    run = W.finetune(pre, W.SelfLabels(pre), ft, 100, engine=eng)
+    for x in (run.M, run.Q, run.a):
+        assert np.abs(x[0, -1] - x[0, 0]).max() < 1e-12
+    off = W.PreTrained(t, st, pre.M, pre.Q, pre.heads * 0.9)
+    bad = W.finetune(pre, W.SelfLabels(off), ft, 100, engine=eng)
+    assert np.abs(bad.a[0, -1] - bad.a[0, 0]).max() > 1e-3
+
+
+def test_self_labels_move_the_chain_only_at_order_lr_squared():
+    """Self labels plus label noise sigma: per step E[dQ_jj] = lr^2 (s a_j)^2 sigma^2 E[sigma'(lambda_j)^2
+    |x|^2] = lr^2 (s a_j)^2 sigma^2 (2/pi) ((d - 1) / sqrt 3 + 3^(-3/2)) at Q_jj = 1, and E[dM] = 0 at the
+    start: the chain's mean change of Q_jj over T steps matches it at lr and lr / 2 (a factor 4);
+    M diffuses, its mean moving only once the state has left the fixed point (the mean change
+    falls by more than 3 when lr halves: at least second order).
+    Planted bug: the label noise in the mean gradient (first-order motion), or the
+    lr^2 term without its factor d (the chain's Wishart part)."""
+    t, st, pre = _self_setup()
+    d, T, sigma = 200, 50, 0.5
+    a = pre.heads[0, 0]
+    theory = (a**2) * sigma**2 * (2 / math.pi) * ((d - 1) / math.sqrt(3) + 3**-1.5)  # per lr^2, per step
+    means, drifts = [], []
+    for eta in (4.0, 2.0):
+        lr = eta / d
+        ft = W.FineTune(eta=eta, eta_second=0.0, t=T / d, records=1, noise=sigma)
+        run = W.finetune(pre, W.SelfLabels(pre), ft, d, engine="chain", seeds=4000, seed=9)
+        dq = np.einsum("srjj->srj", run.Q)[:, -1] - 1.0  # (S, p)
+        m, se = dq.mean(0), dq.std(0) / math.sqrt(dq.shape[0])
+        assert np.all(np.abs(m - T * lr**2 * theory) < 4 * se + 0.03 * T * lr**2 * theory), (eta, m, se)
+        dm = run.M[:, -1] - run.M[:, 0]
+        means.append(m)
+        drifts.append(np.abs(dm.mean(0)).max())
+    ratio = means[0] / means[1]
+    assert np.all(np.abs(ratio - 4.0) < 0.4), ratio
+    assert drifts[0] / drifts[1] > 3.0, drifts  # E[dM] at least second order in lr (first order: 2)
+
+
+# ----------------------------------------------------------------------------- the quick reproduction
+
+
+def test_quick_outputs_and_reconstructions(quick):
+    """The quick run writes its figures, table and JSON with the list of reconstructed choices and
+    its wall time. Planted bug: a reproduction that drops the reconstructed choices."""
+    out, summary = quick
+    for f in ("alignment.png", "retention.png", "rho.png", "ode.png", "table.md", "results.json"):
+        assert (out / f).is_file(), f
+    data = json.loads((out / "results.json").read_text())
+    assert len(data["reconstructed"]) >= 8 and data["wall_time_s"] > 0
+    assert all(r["n_diverged"] == 0 for r in data["runs"])
+
+
+def test_quick_ground_truth_w2s_is_sft_bit_for_bit(quick):
+    """W2S on a weak model with q_W = 1 (the rotated-frame path of an 'outside' weak model) and SFT
+    are the same process with the same seeds. Planted bug: a weak pipeline that draws its own
+    seeds, or rotates the state by a rounded identity."""
+    assert quick[1]["checks"]["w2s_ground_truth_is_sft_bit_for_bit"] is True
+
+
+def test_quick_chain_equals_full_in_law(quick):
+    """KS tests of the final order parameters of a small W2S run (rows starting inside the frame:
+    zero orthogonal part), chain vs full, Bonferroni at 1%. Planted bug: a Gram start whose zero
+    orthogonal part is completed with a random unit part on one engine only."""
+    lc = quick[1]["law_check"]
+    assert lc["bonferroni_ok"], lc["tests"]
+
+
+def test_quick_forgetting_and_retention(quick):
+    """SFT forgets more at rho = 0.8 than at rho = 0, and loses off-target energy there; the weak
+    model with an outside noise makes W2S forget significantly more than SFT (paired interval below
+    0). (The issue's "W2S retains at least as well as SFT, disjoint intervals, at the largest rho"
+    is not what this reconstruction shows: the full run has W2S with the noise inside V_kappa
+    ahead at rho = 0.4 and behind at rho >= 0.8; results.json records the check.) Planted bug: the
+    off-target energy measured in V_kappa instead of V_k, or W2S and SFT on different seeds."""
+    ch, ret = quick[1]["checks"], quick[1]["retention_vs_rho"]
+    assert ch["sft_forgets_more_at_largest_rho_than_at_0"]
+    assert ret["w2s_in"]["0.8"]["share_off"]["sft"][2] < ret["w2s_in"]["0.0"]["share_off"]["sft"][1]
+    assert ret["w2s_out"]["0.8"]["share_off"]["paired_diff"][2] < 0.0
+    assert "w2s_in_retains_at_least_as_well_as_sft_at_largest_rho_disjoint" in ch
+
+
+def test_quick_elicitation_and_ode(quick):
+    """W2S on the weak model with its noise outside the strong model's subspaces ends below the
+    weak model's error (the strong model cannot fit the weak model's spurious feature quickly);
+    SFT aligns the kappa-neurons with beta_kappa; the ODE follows the chain's mean: within 5 SE for
+    the alignment, the off-target error and the head weight, within 1% of the start for the
+    task-kappa error (its finite-d offset is several SE with 256 seeds). Planted bug: the per-task
+    error computed against beta_hat instead of beta_kappa, or the ODE started from another
+    pre-trained state."""
+    s = quick[1]
+    assert s["checks"]["w2s_error_below_weak"]["w2s_out"]
+    assert s["checks"]["w2s_alignment_gain"]["sft"] > 0.05
+    oc = s["ode_curves"]
+    z = {k: oc[k]["max_abs_z"] for k in ("align", "err_off", "a_kappa_neuron")}
+    assert max(z.values()) < 5.0, z
+    assert oc["err_kappa"]["max_abs_diff"] < 0.01 * oc["err_kappa"]["ode"][0]
