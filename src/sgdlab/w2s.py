@@ -57,7 +57,7 @@ c_1 = E[(f_kappa - y) x . beta_kappa] the He1 part of the residual; the reproduc
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import jax.numpy as jnp
@@ -72,6 +72,7 @@ __all__ = [
     "Direction",
     "FineTune",
     "PreTrained",
+    "Run",
     "SelfLabels",
     "SmallNet",
     "Strong",
@@ -468,7 +469,9 @@ def finetune(pre: PreTrained, label, ft: FineTune, d: int, *, engine: Any = "cha
     """Fine-tune the pre-trained strong model on ``label`` (W2S: a weak model; SFT:
     ``Direction(1.0)``) with ``ft`` on ``engine`` ('chain', 'full', 'ode' or an engine object);
     seed i continues pre-trained seed i (the ODE starts from the mean pre-trained state). The
-    same ``seed`` gives the same SGD draws, so W2S with ground-truth labels is SFT bit for bit."""
+    same ``seed`` gives the same SGD draws, so W2S with ground-truth labels is SFT bit for bit.
+    ``start``: a per-seed state (dict of Q, M, a) instead of the pre-trained one. The ODE takes
+    the second layer of seed 0 (``Gram``): give it a one-seed state."""
     import time
 
     from .api import _engine
@@ -558,8 +561,3 @@ def _mean_derivative(fn, q) -> np.ndarray:
     q = np.asarray(q, float)
     u = np.sqrt(q)[..., None] * x
     return np.sum(w * x * np.asarray(fn(jnp.asarray(u))), -1) / np.sqrt(q)
-
-
-def with_(obj, **changes):
-    """``dataclasses.replace`` (a knob changed on a frozen configuration)."""
-    return replace(obj, **changes)
