@@ -14,6 +14,7 @@ Carlo. Each test names the planted bug it catches.
 import json
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -113,6 +114,48 @@ def test_rotated_frame_takes_the_weak_direction_to_e0():
         np.testing.assert_allclose(Rm @ lab.direction(TASKS), np.eye(TASKS.a)[0], atol=1e-15)
         np.testing.assert_allclose(Rm @ Rm.T, np.eye(TASKS.a), atol=1e-15)
         assert np.array_equal(W.Direction(1.0, noise).rotation(TASKS), np.eye(TASKS.a))
+
+
+def test_first_order_leakage_at_rho0_equals_monte_carlo():
+    """At rho = 0 with rows inside the frame, the mean gradient step of an off-target neuron along
+    beta_kappa is -lr s a_j E[sigma'(lambda_j)] c_1 exactly (c_1 = E[(f - y) x . beta_kappa]): the
+    residual's part on V_kappa is independent of lambda_j. w2s.leakage against Monte Carlo of
+    E[(f - y) s a_j sigma'(lambda_j) x . beta_kappa] on sampled inputs, for SFT and a weak label.
+    Planted bug: c_1 without the label's E[g'] term, or with beta_hat . beta_kappa = 1."""
+    t = W.Tasks(K=2, r=2, rho=0.0, spare=1)
+    st = W.Strong(per_task=2)
+    pre = W.pretrain(t, st, seeds=1, seed=6)
+    a = np.array([0.8, -0.5, 0.6, 0.4])  # a head of task kappa over all neurons
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(400_000, t.a))
+    lam = x @ pre.M[0].T
+    sig = lambda z: np.asarray(st.activation(jnp.asarray(z)))  # noqa: E731
+    dsig = np.sqrt(2 / np.pi) * np.exp(-lam**2 / 2)  # erf(z / sqrt 2)'
+    for lab in (W.Direction(1.0), W.Direction(0.6, "inside")):
+        y = np.asarray(t.link(jnp.asarray(x @ lab.direction(t))))
+        e = sig(lam) @ a - y
+        for j in (2, 3):
+            v = e * a[j] * dsig[:, j] * x[:, 0]
+            pull = W.leakage(pre, pre.M[0], pre.Q[0], a, lab)[j]
+            assert abs(pull - v.mean()) < 4 * v.std() / math.sqrt(v.size), (j, pull, v.mean())
+
+
+def test_rows_inside_the_frame_start_exactly_on_every_engine():
+    """A pre-trained state with no part orthogonal to the frame (Q = M M^T, rank-deficient Gram
+    matrix): the full engine's weights are M padded with zeros, the chain and the ODE record it
+    unchanged at step 0. Planted bug: a completion that adds a unit random part to such rows."""
+    from sgdlab.init import complete_weights
+
+    pre = W.pretrain(TASKS, STRONG, seeds=1, seed=2)
+    Wf = np.asarray(complete_weights(jax.random.PRNGKey(0), jnp.asarray(pre.Q[0]), jnp.asarray(pre.M[0]), 50,
+                                     jnp.float64))
+    np.testing.assert_array_equal(Wf[:, : TASKS.a], pre.M[0])
+    assert np.abs(Wf[:, TASKS.a:]).max() < 1e-7
+    ft = W.FineTune(eta=1.0, eta_second=1.0, t=0.1, records=1)
+    run = W.finetune(pre, W.Direction(1.0), ft, 50, engine="chain", seeds=48)  # the quick run's shapes
+    np.testing.assert_allclose(run.Q[:, 0], np.broadcast_to(pre.Q[0], run.Q[:, 0].shape), atol=1e-14)
+    np.testing.assert_allclose(run.M[:, 0], np.broadcast_to(pre.M[0], run.M[:, 0].shape), atol=1e-14)
+    assert np.all(np.isfinite(run.Q)) and np.all(run.diverged_step < 0)  # -1: never
 
 
 @pytest.mark.parametrize(
