@@ -24,7 +24,9 @@ from ..store import Store, run_key
 __all__ = [
     "STOP_FRACTION",
     "cached_arrays",
+    "chain_vs_ode",
     "description_key",
+    "fig_chain_vs_ode",
     "Outputs",
     "Point",
     "default_workers_for_backend",
@@ -107,6 +109,37 @@ def cached_arrays(folder: str, desc: Mapping[str, Any], store: str | Path | None
     tmp.replace(path)
     path.with_suffix(".json").write_text(json.dumps(desc, indent=1))
     return out
+
+
+def chain_vs_ode(x_chain, steps_chain, x_ode, steps_ode) -> dict:
+    """A quantity on the chain (seeds x records) beside the ODE (its one trajectory): the chain's
+    mean and standard error per record, the ODE interpolated at the chain's records, the largest
+    |ODE - mean| / SE and |ODE - mean| from record 1 on (record 0 is the common start)."""
+    x = np.asarray(x_chain, float)
+    m = np.nanmean(x, 0)
+    se = np.nanstd(x, 0, ddof=1) / math.sqrt(x.shape[0])
+    xo = np.interp(np.asarray(steps_chain, float), np.asarray(steps_ode, float), np.asarray(x_ode, float))
+    diff = np.abs(xo - m)[1:]
+    return {"chain_mean": m.tolist(), "chain_se": se.tolist(), "ode": xo.tolist(),
+            "max_abs_z": float(np.nanmax(diff / np.maximum(se[1:], 1e-300))), "max_abs_diff": float(np.nanmax(diff))}
+
+
+def fig_chain_vs_ode(curves: Mapping[str, dict], t, *, title: str, ode_label: str = "ODE", z_in_title: bool = False):
+    """One panel per quantity of :func:`chain_vs_ode` curves: the chain's mean with a 2 SE band and
+    the ODE, against t = samples / d."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.5 * len(curves), 3.8))
+    t = np.asarray(t)
+    for ax, (k, c) in zip(np.atleast_1d(axes), curves.items(), strict=True):
+        m, se = np.asarray(c["chain_mean"]), np.asarray(c["chain_se"])
+        ax.plot(t, m, "k", label="chain mean")
+        ax.fill_between(t, m - 2 * se, m + 2 * se, color="k", alpha=0.2, label="± 2 SE")
+        ax.plot(t, c["ode"], color="tab:orange", ls="--", label=ode_label)
+        ax.set(xlabel="samples / d", title=f"{k} (max |z| = {c['max_abs_z']:.1f})" if z_in_title else k)
+    np.atleast_1d(axes)[0].legend(fontsize=8)
+    fig.suptitle(title)
+    return fig
 
 
 def cost(p: Point) -> float:

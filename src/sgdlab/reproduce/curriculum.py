@@ -56,7 +56,16 @@ import numpy as np
 from .. import curriculum as C
 from ..analysis import escape_statistics, wilson_interval
 from ..config import ConfigError
-from ._common import Outputs, cached_arrays, description_key, fmt_g, markdown_table, write_outputs
+from ._common import (
+    Outputs,
+    cached_arrays,
+    chain_vs_ode,
+    description_key,
+    fig_chain_vs_ode,
+    fmt_g,
+    markdown_table,
+    write_outputs,
+)
 
 __all__ = ["CHOICES", "FULL", "QUICK", "Spec", "benefit", "law_statistics", "reproduce", "run_cached"]
 
@@ -362,11 +371,7 @@ def _ode_part(spec: Spec, store, seed: int) -> dict | None:
                      "rel_energy": lambda o: C.energies(o["M"], o["Q"], law)[0],
                      "a_abs": lambda o: np.abs(o["a"]).mean(-1),
                      "hard_error": lambda o: C.hard_error(o["M"], o["Q"], o["a"], law, spec.d, HARD, n=N_MC)}.items():
-        xc = fn(o_ch)
-        xo = np.interp(o_ch["steps"], o_ode["steps"], fn(o_ode)[0])  # the ODE at the chain's records
-        m, se = np.nanmean(xc, 0), np.nanstd(xc, 0) / math.sqrt(xc.shape[0])
-        out[name] = {"chain_mean": m.tolist(), "chain_se": se.tolist(), "ode": xo.tolist(),
-                     "max_abs_z": float(np.nanmax(np.abs(xo - m)[1:] / se[1:]))}  # record 0: the common start
+        out[name] = chain_vs_ode(fn(o_ch), o_ch["steps"], fn(o_ode)[0], o_ode["steps"])
     out["wall_ode_s"] = float(o_ode["wall_s"])
     return out
 
@@ -476,21 +481,9 @@ def _fig_subtasks(spec: Spec, rows: dict, lottery: dict):
 
 
 def _fig_ode(ode: dict):
-    import matplotlib.pyplot as plt
-
-    keys = ("hard_error", "Q_trace", "rel_energy", "a_abs")
-    fig, axes = plt.subplots(1, 4, figsize=(18, 3.8))
-    t = np.asarray(ode["t"])
-    for ax, k in zip(axes, keys, strict=True):
-        m, se = np.asarray(ode[k]["chain_mean"]), np.asarray(ode[k]["chain_se"])
-        ax.plot(t, m, "k", label="chain mean")
-        ax.fill_between(t, m - 2 * se, m + 2 * se, color="k", alpha=0.2, label="± 2 SE")
-        ax.plot(t, ode[k]["ode"], "tab:orange", ls="--", label="ODE")
-        ax.set(xlabel="samples / d", title=k)
-    axes[0].legend(fontsize=8)
-    fig.suptitle(f"Part 5: ODE vs chain from one state (overlaps {ode['m0']:g}; K = {ode['K']}, curriculum; "
-                 f"chain mean over {ode['seeds']} seeds)")
-    return fig
+    curves = {k: ode[k] for k in ("hard_error", "Q_trace", "rel_energy", "a_abs")}
+    return fig_chain_vs_ode(curves, ode["t"], title=f"Part 5: ODE vs chain from one state (overlaps {ode['m0']:g}; "
+                            f"K = {ode['K']}, curriculum; chain mean over {ode['seeds']} seeds)")
 
 
 # ----------------------------------------------------------------------------- main

@@ -42,7 +42,7 @@ import numpy as np
 
 from .. import w2s as W
 from ..config import ConfigError
-from ._common import Outputs, cached_arrays, fmt_g, markdown_table, write_outputs
+from ._common import Outputs, cached_arrays, chain_vs_ode, fig_chain_vs_ode, fmt_g, markdown_table, write_outputs
 
 __all__ = ["FULL", "QUICK", "Spec", "law_check", "reproduce", "run_cached"]
 
@@ -303,11 +303,7 @@ def _ode_part(spec: Spec, store, seed: int) -> dict | None:
                              ("err_kappa", m_ch["err"][..., 0], m_od["err"][..., 0]),
                              ("err_off", m_ch["err"][..., 1], m_od["err"][..., 1]),
                              ("a_kappa_neuron", r_ch.a[..., 0], r_od.a[..., 0])):
-        mean, se = np.nanmean(x_ch, 0), np.nanstd(x_ch, 0, ddof=1) / math.sqrt(x_ch.shape[0])
-        xo = np.interp(r_ch.steps, r_od.steps, x_od[0])
-        z = np.abs(xo - mean)[1:] / np.maximum(se[1:], 1e-300)
-        out[name] = {"chain_mean": mean.tolist(), "chain_se": se.tolist(), "ode": xo.tolist(),
-                     "max_abs_z": float(z.max()), "max_abs_diff": float(np.abs(xo - mean).max())}
+        out[name] = chain_vs_ode(x_ch, r_ch.steps, x_od[0], r_od.steps)
     return out
 
 
@@ -405,20 +401,10 @@ def _fig_part3(spec: Spec, rows: dict, pgr_rho: dict, pgr_q: dict):
 
 
 def _fig_ode(ode: dict):
-    import matplotlib.pyplot as plt
-
-    keys = ("align", "err_kappa", "err_off", "a_kappa_neuron")
-    fig, axes = plt.subplots(1, 4, figsize=(18, 3.8))
-    t = np.asarray(ode["t"])
-    for ax, k in zip(axes, keys, strict=True):
-        m, se = np.asarray(ode[k]["chain_mean"]), np.asarray(ode[k]["chain_se"])
-        ax.plot(t, m, "k", label="chain mean")
-        ax.fill_between(t, m - 2 * se, m + 2 * se, color="k", alpha=0.2, label="± 2 SE")
-        ax.plot(t, ode[k]["ode"], color="tab:orange", ls="--", label="ODE (erf closed forms)")
-        ax.set(xlabel="samples / d", title=f"{k} (max |z| = {ode[k]['max_abs_z']:.1f})")
-    axes[0].legend(fontsize=8)
-    fig.suptitle(f"Part 4: chain vs ODE, SFT from one pre-trained state (d = {ode['d']}, {ode['seeds']} chain seeds)")
-    return fig
+    curves = {k: ode[k] for k in ("align", "err_kappa", "err_off", "a_kappa_neuron")}
+    return fig_chain_vs_ode(curves, ode["t"], ode_label="ODE (erf closed forms)", z_in_title=True,
+                            title=f"Part 4: chain vs ODE, SFT from one pre-trained state (d = {ode['d']}, "
+                                  f"{ode['seeds']} chain seeds)")
 
 
 # ----------------------------------------------------------------------------- main
