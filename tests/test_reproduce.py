@@ -184,5 +184,9 @@ def test_reproduce_cli_errors(tmp_path):
     assert r.exit_code == 2 and "NAME: got 'nope'; allowed: info-exponent, smoothing, batch-size" in r.output
     r = runner.invoke(app, ["reproduce", "info-exponent", "--engine", "ode", "--store", str(tmp_path)])
     assert r.exit_code == 2 and "--engine: got 'ode'; allowed: chain or full" in r.output
+    r = runner.invoke(app, ["reproduce", "smoothing", "--parts", "sde", "--store", str(tmp_path)])
+    assert r.exit_code == 2 and "--parts/--base: got them for 'smoothing'; allowed: only with info-exponent" in r.output
+    r = runner.invoke(app, ["reproduce", "info-exponent", "--quick", "--parts", "sde,x", "--dry-run"])
+    assert r.exit_code == 2 and "parts: got ['sde', 'x']; allowed:" in r.output
     r = runner.invoke(app, ["reproduce", "smoothing", "--links", "h3"])
     assert r.exit_code == 2 and "--links" in r.output

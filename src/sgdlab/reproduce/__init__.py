@@ -110,7 +110,7 @@ REPRODUCTIONS: dict[str, Callable[[], Callable]] = {
 #: entry is listed as not measured; ``sgdlab reproduce NAME --dry-run`` gives its planned
 #: runs and seed-steps.
 MEASURED: dict[str, dict[str, str]] = {
-    "info-exponent": {"quick": "about 2 min", "full": "about 29 min"},
+    "info-exponent": {"quick": "about 2 min", "full": "about 29 min, + 51 min for the SDE part (under load)"},
     "smoothing": {"quick": "about 1.5 min", "full": "about 23 min"},
     "batch-size": {"quick": "about 2 min", "full": "about 93 min"},
     "ssi": {"quick": "about 2 min", "full": "about 28 min"},
