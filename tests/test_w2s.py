@@ -170,6 +170,9 @@ def test_rows_inside_the_frame_start_exactly_on_every_engine():
         (lambda: W.FineTune(freeze="second"), "finetune.freeze"),
         (lambda: W.FineTune(eta=0.0), "finetune.eta"),
         (lambda: W.Strong(output_scale="max"), "strong.output_scale"),
+        (lambda: W.Direction(1.0, path="rotated"), "weak.path"),
+        (lambda: W.AllTasks(off_weight=0.0), "ceiling.off_weight"),
+        (lambda: W.AllTasks("fixed"), "ceiling.off_heads"),
     ],
 )
 def test_bad_input_is_one_line_naming_the_field(make, field):
@@ -178,6 +181,36 @@ def test_bad_input_is_one_line_naming_the_field(make, field):
     with pytest.raises(ValueError) as e:
         make()
     assert field in str(e.value) and "\n" not in str(e.value)
+
+
+def test_all_tasks_ceiling_gradient_is_the_sum_over_heads():
+    """The ceiling's per-sample gradient (the engines' model of AllTasks) equals the hand-written
+    multi-head gradient: C_j = -s sigma'(lambda_j) sum_k A^(k)_j (f_k - y_k) with y_kappa the
+    ground truth of task kappa and y_k = g(beta_k . s); head kappa trains everywhere, head k only
+    on its own neurons ('trained') or nowhere ('frozen'). Planted bug: the off-target labels from
+    beta_kappa, the off-target heads training on every neuron, or their loss left out."""
+    t, st = W.Tasks(K=2, r=2, rho=0.6, spare=1), W.Strong(per_task=2)
+    pre = W.pretrain(t, st, seeds=1, seed=1)
+    ft = W.FineTune(eta=1.0, eta_second=1.0, t=0.1, records=1)
+    rng = np.random.default_rng(4)
+    p = 4
+    heads = np.stack([rng.normal(size=p), pre.heads[0, 1]])
+    Z = rng.normal(size=(5, p + t.a))
+    lam, s = Z[:, :p], Z[:, p:]
+    erf = lambda z: np.asarray(jax.scipy.special.erf(jnp.asarray(z) / math.sqrt(2)))  # noqa: E731
+    dsig = np.sqrt(2 / np.pi) * np.exp(-lam**2 / 2)
+    y = np.stack([erf(s @ t.beta(0)), erf(s @ t.beta(1))], 1)
+    f = erf(lam) @ heads.T
+    C = -dsig * ((f - y) @ heads)
+    ga = np.einsum("nk,nj->kj", f - y, erf(lam)) / Z.shape[0]
+    for off, mask in (("trained", np.r_[0, 0, 1, 1.0]), ("frozen", np.zeros(p))):
+        model, _ = W._objects(pre, W.AllTasks(off), ft, 50)
+        a = np.concatenate([heads.ravel(), t.beta(1)])  # the heads, then beta_k (per-seed data)
+        Cm, gm = model.batch_grads(jnp.asarray(Z), jnp.asarray(a), jnp.zeros(5))
+        np.testing.assert_allclose(np.asarray(Cm), C / Z.shape[0], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(np.asarray(gm)[: 2 * p].reshape(2, p), ga * np.stack([np.ones(p), mask]),
+                                   rtol=1e-12, atol=1e-14)
+        assert np.all(np.asarray(gm)[2 * p:] == 0.0)  # beta_k never trains
 
 
 # ----------------------------------------------------------------------------- self labels
@@ -251,10 +284,26 @@ def test_quick_outputs_and_reconstructions(quick):
 
 
 def test_quick_ground_truth_w2s_is_sft_bit_for_bit(quick):
-    """W2S on a weak model with q_W = 1 (the rotated-frame path of an 'outside' weak model) and SFT
-    are the same process with the same seeds. Planted bug: a weak pipeline that draws its own
-    seeds, or rotates the state by a rounded identity."""
-    assert quick[1]["checks"]["w2s_ground_truth_is_sft_bit_for_bit"] is True
+    """W2S whose labels come from the weak model's own label function of the frame coordinates
+    (Direction(1, path='function'): g(s . beta_hat), beta_hat = beta_kappa exactly, a target
+    function) and SFT (the problem's committee target g(nu_0)) are two code paths for one process:
+    bit for bit equal with the same seeds. The comparison is not vacuous: the two programs differ
+    (function vs committee target), and the same W2S run with the next SGD seed differs from SFT.
+    Planted bug: a weak pipeline that draws its own seeds, a label function that evaluates beta_hat
+    with a rounding (any label off by one ulp breaks bit equality), or a weak path that rotates the
+    state."""
+    out, summary = quick
+    assert summary["checks"]["w2s_ground_truth_is_sft_bit_for_bit"] is True
+    spec = R.QUICK
+    desc = R._desc(spec, "w2s_fn_gt", rho=spec.rho, q=1.0, seed=0)
+    pre, label, ft = R.objects(desc)
+    fn_model, _ = W._objects(pre, label, ft, spec.d)
+    sft_model, _ = W._objects(pre, W.Direction(1.0), ft, spec.d)
+    assert fn_model.problem.function is not None and sft_model.problem.is_committee
+    store = out.parent / "store"
+    sft = R.run_cached(R._desc(spec, "sft", rho=spec.rho, q=spec.q, seed=0), store)
+    other = R.run_cached({**desc, "seed": 1, "pre_seed": 0}, store)  # same states, next SGD seeds
+    assert np.abs(other["M"][:, -1] - sft["M"][:, -1]).max() > 1e-3
 
 
 def test_quick_chain_equals_full_in_law(quick):
@@ -294,3 +343,24 @@ def test_quick_elicitation_and_ode(quick):
     z = {k: oc[k]["max_abs_z"] for k in ("align", "err_off", "a_kappa_neuron")}
     assert max(z.values()) < 5.0, z
     assert oc["err_kappa"]["max_abs_diff"] < 0.01 * oc["err_kappa"]["ode"][0]
+
+
+def test_quick_all_tasks_ceiling(quick):
+    """The ceiling (the strong model fine-tuned on the ground truth of all tasks) keeps the
+    off-target task: at rho = 0.8 its off-target error ends below SFT's (paired 95% interval below
+    0), its off-target heads train but stay supported on their own task's neurons (exactly 0 on
+    the kappa-neurons at every record); PGR's ceiling is that run, with SFT kept as a reference.
+    Planted bug: the off-target losses dropped from the ceiling (it is then SFT: difference 0), the
+    off-target heads trained on every neuron, or PGR still taken against SFT."""
+    out, summary = quick
+    ret = summary["retention_vs_rho"]["ceiling"]["0.8"]["err_off"]["paired_diff"]
+    assert ret[2] < 0.0, ret
+    desc = R.plan(R.QUICK)[("ceiling", 0.8, R.QUICK.q)]
+    o = R.run_cached(desc, out.parent / "store")
+    m = R.QUICK.per_task
+    h = o["heads"]  # (S, R, K, p)
+    assert np.all(h[..., 1, :m] == 0.0) and np.abs(h[:, -1, 1, m:] - h[:, 0, 1, m:]).max() > 0
+    v = summary["pgr_vs_rho"]["w2s_in"]["0.8"]
+    row = next(r for r in summary["runs"] if r["series"] == "ceiling" and r["rho"] == 0.8)
+    assert v["err_ceiling"] == pytest.approx(row["err_kappa"], rel=1e-12)
+    assert "pgr_sft_reference" in summary

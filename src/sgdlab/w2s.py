@@ -36,11 +36,14 @@ pre-trained outputs (head ``head``).
 **Pipelines** (:class:`FineTune`, :func:`finetune`): from one pre-trained state (a per-seed Gram
 start, :class:`sgdlab.init.Gram`), online SGD with the half square loss of the head-kappa output
 on labels y = label(x) + noise * xi: W2S (the weak model's labels), SFT (the ground truth
-``Direction(1)``), and the ceiling (here: SFT, the strong model trained on ground truth, which
-PGR compares against; a reconstruction). Which layers train, at which rates, and whether the
-off-target rows move are knobs. A Direction label is a committee target g(nu_0) in a frame
-rotated so that beta_hat is its first direction (a Givens rotation of (e_0, u), the identity for
-q = 1, so W2S with ground-truth labels *is* SFT bit for bit); the state is rotated back.
+``Direction(1)``), and the ceiling (:class:`AllTasks`: the strong model trained on the ground truth
+of all tasks, the multi-task loss sum_k (f_k - r_k)^2 / 2 over every head, which PGR compares
+against). Which layers train, at which rates, and whether the off-target rows move are knobs. A
+Direction label is by default a committee target g(nu_0) in a frame rotated so that beta_hat is its
+first direction (a Givens rotation of (e_0, u), the identity for q = 1); the state is rotated back.
+With ``path='function'`` it is the weak model's own label function g(beta_hat . s) of the frame
+coordinates instead: at q = 1 a code path different from SFT's committee target that gives SFT bit
+for bit (the W2S = SFT control).
 
 **Metrics** (:func:`metrics`), per seed and record: alignment |cos(w_j, beta_kappa)| of the
 kappa-neurons; energy sum_j |P_{V_k} w_j|^2 / m of each task's own neurons in its subspace and of
@@ -66,14 +69,18 @@ import numpy as np
 from ._errors import _bad
 from ._functions import resolve_fn
 from ._kernels import pair_expectation
+from .init import Gram, _gram_arrays
+from .model import Model
 
 __all__ = [
     "RECONSTRUCTED",
+    "AllTasks",
     "Direction",
     "FineTune",
     "PreTrained",
     "Run",
     "SelfLabels",
+    "stable_off_weight",
     "SmallNet",
     "Strong",
     "Tasks",
@@ -97,8 +104,11 @@ RECONSTRUCTED = [
     "(no part orthogonal to it), drawn per seed; none is placed on beta_kappa",
     "weak model: a noisy direction beta_hat = q beta_kappa + sqrt(1 - q^2) u with u in V_kappa ('inside') or "
     "outside every V_k ('outside'), or a random-features network on V_kappa fitted to few noisy samples",
-    "SFT = fine-tuning on the ground truth of task kappa with the same rates and layers as W2S; the ceiling "
-    "of PGR is SFT's task-kappa error at the same time (Burns et al.'s strong ceiling)",
+    "SFT = fine-tuning on the ground truth of task kappa with the same rates and layers as W2S",
+    "the ceiling of PGR: the strong model fine-tuned on the ground truth of all tasks (sum of every head's half "
+    "square loss on its own reward, off-target rewards noise-free), off-target heads trained at the head rate from "
+    "their fit (each on its own task's neurons), same rates and SGD seeds; PGR against SFT at the same time is "
+    "also reported, as a reference",
     "loss: half square loss of the head-kappa output; online SGD, batch 1, lr = eta / d for both layers",
     "per-task error: half the mean square error of each task's head against its reward (population, exact)",
     "retention: energy of each off-target task's own neurons in its subspace, sum_j |P_Vk w_j|^2 / m",
@@ -269,15 +279,30 @@ def pretrain(tasks: Tasks, strong: Strong, seeds: int, seed: int = 0) -> PreTrai
 @dataclass(frozen=True)
 class Direction:
     """Labels g(beta_hat . x), beta_hat = q beta_kappa + sqrt(1 - q^2) u (u = e_1 'inside' V_kappa, or
-    the first spare direction 'outside' every V_k). ``Direction(1.0)``: the ground truth."""
+    the first spare direction 'outside' every V_k). ``Direction(1.0)``: the ground truth.
+    ``path``: how the pipeline evaluates the labels: ``'rotation'`` (a committee g(nu_0) in a frame
+    rotated so that beta_hat is its first direction; the state is rotated back) or ``'function'``
+    (the weak model's own label function g(beta_hat . s) of the frame coordinates s, in the
+    original frame). The two are the same process; at q = 1 the second is a different code path
+    from SFT's committee target that must give SFT bit for bit."""
 
     q: float = 1.0
     noise: str = "inside"
+    path: str = "rotation"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "q", _unit("weak.q", self.q, lo=0.0))
         if self.noise not in ("inside", "outside"):
             raise _bad("weak.noise", self.noise, "'inside' (a direction of V_kappa) or 'outside' (a spare one)")
+        if self.path not in ("rotation", "function"):
+            raise _bad("weak.path", self.path, "'rotation' (a committee in the rotated frame) or 'function' "
+                       "(the weak model's own label function of the frame coordinates)")
+
+    def function(self, tasks: Tasks):
+        """The weak model's label function of the frame coordinates, nu -> g(nu . beta_hat): the
+        weak model evaluated through its own code (no rotation of the frame)."""
+        b, g = jnp.asarray(self.direction(tasks)), tasks.link
+        return lambda nu: g(nu @ b)
 
     def u(self, tasks: Tasks) -> np.ndarray:
         if self.noise == "inside":
@@ -353,6 +378,106 @@ class SelfLabels:
         return lambda nu: jnp.sum(A * act(nu @ W.T), axis=-1)
 
 
+@dataclass(frozen=True)
+class AllTasks:
+    """The ceiling's labels: the ground truth of *every* task. The strong model is fine-tuned on
+    the multi-task loss sum_k (f_k(x) - r_k(x))^2 / 2, each head f_k on its own reward, with the
+    shared first layer getting the gradient of every head: head kappa as in SFT (label noise
+    ``FineTune.noise``), the off-target heads on their noise-free rewards. ``off_heads``:
+    ``'trained'`` (each off-target head, supported on its own task's neurons, trains at the rate
+    of the second layer from its pre-trained fit) or ``'frozen'`` (the heads stay at their fit;
+    only their gradient on the first layer acts). ``off_weight``: the weight w of the off-target
+    losses, sum = loss_kappa + w sum_{k != kappa} loss_k (1: the plain multi-task loss). With batch 1
+    and lr = eta / d an off-target neuron j is stable only while eta w A_j^2 E[sigma'(lambda_j)^2] is
+    below about 2 (one step multiplies its error by 1 - that); :func:`stable_off_weight` gives the
+    largest w with margin 2 for a pre-trained state."""
+
+    off_heads: str = "trained"
+    off_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.off_heads not in ("trained", "frozen"):
+            raise _bad("ceiling.off_heads", self.off_heads, "'trained' or 'frozen'")
+        w = self.off_weight
+        if isinstance(w, bool) or not isinstance(w, int | float) or not (math.isfinite(w) and 0 < w <= 1):
+            raise _bad("ceiling.off_weight", w, "a number in (0, 1]")
+        object.__setattr__(self, "off_weight", float(w))
+
+
+def stable_off_weight(pre: PreTrained, eta: float) -> float:
+    """min(1, 1 / (eta max_j (s A_j)^2 E[sigma'(lambda_j)^2])): the weight of the off-target losses at
+    which every pre-trained off-target neuron (all seeds) sits at half the batch-1 SGD stability
+    bound eta w (s A_j)^2 E[sigma'^2] = 2 (|x|^2 = d, Q_jj at its pre-trained value)."""
+    from ._functions import gauss_hermite
+
+    tasks, strong = pre.tasks, pre.strong
+    m, s = strong.per_task, strong.scale(tasks)
+    qd = np.einsum("...jj->...j", pre.Q)[:, m:]
+    x, w = gauss_hermite(60)
+    u = np.sqrt(qd)[..., None] * x
+    h = 1e-6
+    act = strong.activation
+    d1 = (np.asarray(act(jnp.asarray(u + h))) - np.asarray(act(jnp.asarray(u - h)))) / (2 * h)
+    e2 = np.sum(w * d1**2, -1)
+    A = np.max(np.abs(pre.heads[:, 1:, m:]), axis=1)
+    return float(f"{min(1.0, 1.0 / (eta * np.max((s * A) ** 2 * e2))):.4g}")  # 4 digits: one value per state law
+
+
+class _HeadsGram(Gram):
+    """A given Gram start whose second layer is every head and the off-target target directions
+    flattened, (S, K p + (K - 1) a)."""
+
+    def __init__(self, Q0, M0, a0, size: int):
+        super().__init__(Q0, M0, a0)
+        object.__setattr__(self, "size", size)
+
+    def _arrays(self, model):
+        Q, M, _ = _gram_arrays(self.Q0, self.M0, None, model.p, model.a, "train.init")
+        A = np.asarray(self.a0, dtype=np.float64)
+        if A.shape[-1:] != (self.size,):
+            raise _bad("train.init", f"a of shape {A.shape}", f"a of shape ({self.size},)")
+        return Q, M, A
+
+
+@dataclass(frozen=True)
+class _AllTasksModel(Model):
+    """The engines' model of the all-tasks ceiling: the per-seed second layer holds every head and
+    the off-target target directions, a = (head kappa, heads k != kappa, beta_k for k != kappa)
+    flattened (K p + (K - 1) a,); the loss of one sample is the sum of every head's loss on its own
+    task's label (head kappa: the problem's target with its noise; head k: the noise-free r_k =
+    g(beta_k . s), weighted ``off_weight``). The beta_k never train (``head_mask`` 0); carried as
+    per-seed data rather than as constants, they let one compilation serve every rho."""
+
+    tasks: int = 2  # K
+    off_link: Any = None
+    head_mask: tuple = ()  # (K p + (K - 1) a,): 1 where a head weight trains
+    off_weight: float = 1.0  # weight of the off-target losses
+
+    def base_loss(self, z, a, xi, c=0):
+        p, K, na = self.p, self.tasks, self.a
+        lam, s = z[:p], z[p:]
+        A = a[: K * p].reshape(K, p)
+        B = a[K * p:].reshape(K - 1, na)
+        y = self.problem.target(s, c) + self.problem.noise * xi
+        loss = self.training.loss_fn(self.student.output(lam, A[0]), y)
+        for k in range(1, K):
+            yk = self.off_link(s @ B[k - 1])
+            loss = loss + self.off_weight * self.training.loss_fn(self.student.output(lam, A[k]), yk)
+        return loss
+
+    def _masked(self, C, ga):
+        m1, _ = self.update_masks()
+        if m1 is not None:
+            C = C * m1.astype(C.dtype)
+        return C, ga * jnp.asarray(self.head_mask, ga.dtype)
+
+    def population_risk(self, M, Q, a):
+        raise _bad("engine", "the population risk", "w2s.metrics for the all-tasks ceiling")
+
+    def ode_field(self, second_order, nodes=None, expectations="auto"):
+        raise _bad("engine", "ode", "'chain' or 'full' for the all-tasks ceiling (its ODE is not built)")
+
+
 # ----------------------------------------------------------------------------- errors
 
 
@@ -415,21 +540,23 @@ class FineTune:
 
 
 def _objects(pre: PreTrained, label, ft: FineTune, d: int, *, start=None):
-    """(problem, student, training, R): the run of ``label`` from the pre-trained state (or ``start``:
-    dict of per-seed Q, M, a in the original frame) in the label's frame (rotation R)."""
-    from .init import Gram
+    """(model, R): the run of ``label`` from the pre-trained state (or ``start``: dict of per-seed
+    Q, M, a (and, for the all-tasks ceiling, heads (S, K, p)) in the original frame) in the
+    label's frame (rotation R)."""
     from .model import Problem, Student, Training
 
     tasks, strong = pre.tasks, pre.strong
     p, a = strong.width(tasks), tasks.a
-    if isinstance(label, Direction):
-        R = label.rotation(tasks)
-        problem = Problem(d, link=tasks.link, directions=a, weights=(1.0,) + (0.0,) * (a - 1), noise=ft.noise)
-    elif isinstance(label, SmallNet | SelfLabels):
+    committee = Problem(d, link=tasks.link, directions=a, weights=(1.0,) + (0.0,) * (a - 1), noise=ft.noise)
+    if isinstance(label, AllTasks):
+        R, problem = np.eye(a), committee  # head kappa: SFT's ground-truth target
+    elif isinstance(label, Direction) and label.path == "rotation":
+        R, problem = label.rotation(tasks), committee
+    elif isinstance(label, Direction | SmallNet | SelfLabels):
         R = np.eye(a)
         problem = Problem(d, function=label.function(tasks), directions=a, noise=ft.noise)
     else:
-        raise _bad("label", type(label).__name__, "Direction, SmallNet or SelfLabels")
+        raise _bad("label", type(label).__name__, "Direction, SmallNet, SelfLabels or AllTasks")
     Q0 = pre.Q if start is None else start["Q"]
     M0 = pre.M if start is None else start["M"]
     a0 = pre.heads[:, 0] if start is None else start["a"]
@@ -438,10 +565,27 @@ def _objects(pre: PreTrained, label, ft: FineTune, d: int, *, start=None):
     steps = ft.steps(d)
     student = Student(width=p, activation=strong.activation, second_layer="trained",
                       output_scale=strong.output_scale, a0=0.0)
+    if isinstance(label, AllTasks):
+        heads = pre.heads if start is None else start["heads"]
+        heads = np.concatenate([np.asarray(a0)[:, None], heads[:, 1:]], axis=1)  # (S, K, p)
+        betas = np.stack([tasks.beta(k) for k in range(1, tasks.K)]).ravel()
+        A0 = np.concatenate([heads.reshape(heads.shape[0], -1), np.broadcast_to(betas, (heads.shape[0], betas.size))],
+                            axis=1)
+        init = _HeadsGram(Q0, M0, A0, A0.shape[1])
+    else:
+        init = Gram(Q0, M0, a0)
     training = Training(lr=ft.eta / d, lr_second=ft.eta_second / d, batch=ft.batch, steps=steps,
-                        record_every=max(1, steps // ft.records), init=Gram(Q0, M0, a0), frozen=frozen,
+                        record_every=max(1, steps // ft.records), init=init, frozen=frozen,
                         escape_threshold=1e9)
-    return problem, student, training, R
+    if isinstance(label, AllTasks):
+        own = (strong.task_of(tasks)[None, :] == np.arange(1, tasks.K)[:, None]).astype(float)
+        off = own if label.off_heads == "trained" else np.zeros_like(own)
+        mask = np.concatenate([np.ones(p), off.ravel(), np.zeros((tasks.K - 1) * a)])
+        model = _AllTasksModel(problem, student, training, tasks=tasks.K, off_link=tasks.link,
+                               head_mask=tuple(mask.tolist()), off_weight=label.off_weight)
+    else:
+        model = Model(problem, student, training)
+    return model, R
 
 
 @dataclass
@@ -458,6 +602,7 @@ class Run:
     batch: int
     wall_s: float = 0.0
     info: dict = field(default_factory=dict)
+    heads: np.ndarray | None = None  # (S, R, K, p): every head, when the off-target heads train
 
     @property
     def t(self) -> np.ndarray:
@@ -474,28 +619,34 @@ def finetune(pre: PreTrained, label, ft: FineTune, d: int, *, engine: Any = "cha
     the second layer of seed 0 (``Gram``): give it a one-seed state."""
     import time
 
-    from .api import _engine
-    from .curriculum import simulate
+    from .api import _built, _engine
+    from .engines._driver import drive, seed_keys
     from .engines.base import DeterministicEngine
-    from .model import Model, Record
+    from .model import Record
 
-    problem, student, training, R = _objects(pre, label, ft, d, start=start)
+    model, R = _objects(pre, label, ft, d, start=start)
+    training = model.training
     eng = _engine(engine)
     t0 = time.perf_counter()
     info: dict = {}
+    model.check()
+    eng.check(model)
     if isinstance(eng, DeterministicEngine):
-        model = Model(problem, student, training)
-        model.check()
-        eng.check(model)
         out = eng.solve(model, Record.of(training))
         info = dict(out.info)
-    else:
-        out = simulate(problem, student, training, engine=eng, seeds=seeds or pre.seeds, seed=seed)
+    else:  # the keys of sgdlab.run: the same seeds give the same process
+        S = seeds or pre.seeds
+        out = drive(_built(eng, model), seed_keys(seed, S), steps=training.steps, every=training.record_every,
+                    threshold=1e9, hyper=eng.hyper(model), start=model.init.per_seed(model, S))
     M = np.asarray(out.M)
     if not np.array_equal(R, np.eye(R.shape[0])):
         M = M @ R
-    return Run(np.asarray(out.steps), M, np.asarray(out.Q), np.asarray(out.a), np.asarray(out.diverged_step),
-               d, ft.batch, time.perf_counter() - t0, info)
+    a, heads = np.asarray(out.a), None
+    if isinstance(label, AllTasks):
+        heads = a[..., : pre.tasks.K * pre.strong.width(pre.tasks)].reshape(*a.shape[:-1], pre.tasks.K, -1)
+        a = heads[..., 0, :]
+    return Run(np.asarray(out.steps), M, np.asarray(out.Q), a, np.asarray(out.diverged_step),
+               d, ft.batch, time.perf_counter() - t0, info, heads)
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -524,7 +675,12 @@ def metrics(pre: PreTrained, run: Run) -> dict[str, np.ndarray]:
         own[..., k] = e[..., J].sum(-1) / m
         allv[..., k] = e.sum(-1) / m
         mass[..., k] = np.sum(a[..., J] ** 2, -1)
-        head = a if k == 0 else np.broadcast_to(heads[:, None, k], a.shape)
+        if k == 0:
+            head = a
+        elif run.heads is not None:  # the all-tasks ceiling: its trained off-target heads
+            head = run.heads[..., k, :]
+        else:
+            head = np.broadcast_to(heads[:, None, k], a.shape)
         err[..., k] = error(tasks, strong, M, Q, head, tasks.beta(k))
     out |= {"energy_own": own, "energy_all": allv, "mass": mass, "err": err}
     return out
