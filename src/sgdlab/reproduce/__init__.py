@@ -116,7 +116,7 @@ MEASURED: dict[str, dict[str, str]] = {
     "ssi": {"quick": "about 2 min", "full": "about 28 min"},
     "fourier": {"quick": "about 1.5 min"},
     "curriculum": {"full": "about 27 min (machine under load)"},
-    "w2s": {"quick": "about 2 min (machine under load)", "full": "about 6 min (machine under load)"},
+    "w2s": {"quick": "about 1-2 min (machine under load)", "full": "about 4-6 min (machine under load)"},
 }
 
 
