@@ -44,7 +44,12 @@ def complete_weights(key: jax.Array, Q: jax.Array, M: jax.Array, d: int, dtype) 
     G = jax.random.normal(key, (p, d - a), jnp.float64)
     ev, vec = jnp.linalg.eigh(G @ G.T)
     V = (vec / jnp.sqrt(ev)) @ vec.T @ G
-    R, _ = psd_cholesky(0.5 * (Q - M @ M.T + (Q - M @ M.T).T))
+    C = 0.5 * (Q - M @ M.T + (Q - M @ M.T).T)
+    R, _ = psd_cholesky(C)
+    # every row inside the frame (C = 0 up to rounding): psd_cholesky's pivot tolerance is relative
+    # to trace(C), itself rounding, so a denormal pivot would pass and blow R up; the part off the
+    # frame is then exactly 0
+    R = jnp.where(jnp.trace(C) > 1e-12 * jnp.trace(Q), R, 0.0)
     return jnp.concatenate([M, R @ V], axis=1).astype(dtype)
 
 
