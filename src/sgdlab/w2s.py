@@ -300,9 +300,9 @@ class Direction:
 
     def function(self, tasks: Tasks):
         """The weak model's label function of the frame coordinates, nu -> g(nu . beta_hat): the
-        weak model evaluated through its own code (no rotation of the frame)."""
-        b, g = jnp.asarray(self.direction(tasks)), tasks.link
-        return lambda nu: g(nu @ b)
+        weak model evaluated through its own code (no rotation of the frame). One function object
+        per (weak model, tasks), so runs with it share one compilation."""
+        return _memo(self, tasks, lambda: _direction_function(self.direction(tasks), tasks.link))
 
     def u(self, tasks: Tasks) -> np.ndarray:
         if self.noise == "inside":
@@ -325,6 +325,20 @@ class Direction:
         s = math.sqrt(1.0 - self.q**2)
         R[0, 0], R[0, i], R[i, 0], R[i, i] = self.q, s, -s, self.q
         return R
+
+
+def _memo(label, tasks: Tasks, build):
+    """``build()`` once per (label object, tasks): the label function is part of a compiled
+    program's structure, so a fresh function object per call would recompile every run."""
+    cache = label.__dict__.setdefault("_functions", {})
+    if tasks not in cache:
+        cache[tasks] = build()
+    return cache[tasks]
+
+
+def _direction_function(b: np.ndarray, g):
+    bj = jnp.asarray(b)
+    return lambda nu: g(nu @ bj)
 
 
 @dataclass(frozen=True, eq=False)
@@ -356,9 +370,12 @@ class SmallNet:
         return U, c
 
     def function(self, tasks: Tasks):
-        U, c = self.fit(tasks)
-        Uj, cj, act = jnp.asarray(U), jnp.asarray(c), self.activation
-        return lambda nu: jnp.sum(cj * act(nu @ Uj.T), axis=-1)
+        def build():
+            U, c = self.fit(tasks)
+            Uj, cj, act = jnp.asarray(U), jnp.asarray(c), self.activation
+            return lambda nu: jnp.sum(cj * act(nu @ Uj.T), axis=-1)
+
+        return _memo(self, tasks, build)
 
 
 @dataclass(frozen=True, eq=False)
@@ -371,11 +388,14 @@ class SelfLabels:
     seed: int = 0
 
     def function(self, tasks: Tasks):
-        st = self.pre.strong
-        W = jnp.asarray(self.pre.M[self.seed])
-        A = jnp.asarray(self.pre.heads[self.seed, self.head]) * st.scale(tasks)
-        act = st.activation
-        return lambda nu: jnp.sum(A * act(nu @ W.T), axis=-1)
+        def build():
+            st = self.pre.strong
+            W = jnp.asarray(self.pre.M[self.seed])
+            A = jnp.asarray(self.pre.heads[self.seed, self.head]) * st.scale(tasks)
+            act = st.activation
+            return lambda nu: jnp.sum(A * act(nu @ W.T), axis=-1)
+
+        return _memo(self, tasks, build)
 
 
 @dataclass(frozen=True)
