@@ -167,3 +167,19 @@ def test_too_few_wishart_degrees_of_freedom_is_a_config_error():
     with pytest.raises(ConfigError, match=r"d: got 6; allowed: an integer >= .* = 7"):
         build(load_config(data={"d": 6, "student": {"width": 3}, "train": {"batch": 8}}))
     build(load_config(data={"d": 7, "student": {"width": 3}, "train": {"batch": 8}}))
+
+
+def test_pca_start_from_toml_reaches_training_and_keeps_other_keys():
+    """``train.init = "pca"`` with its three keys builds the PCA start; a configuration without it
+    has no PCA keys in its resolved dict (so its store key is unchanged). Planted bugs: the PCA
+    keys dropped on the way to Training (a silent random start), or written into every config."""
+    cfg = load_config(data={"d": 64, "train": {"init": "pca", "pca_samples": 128, "pca_sign": "labels",
+                                               "pca_labels": 16}})
+    t = build(cfg).training
+    assert (t.init, t.pca_samples, t.pca_sign, t.pca_labels) == ("pca", 128, "labels", 16)
+    assert cfg.to_dict()["train"]["pca_samples"] == 128 and validate_config(cfg.to_dict()) == cfg
+    assert not {"pca_samples", "pca_sign", "pca_labels"} & set(validate_config({"d": 50}).to_dict()["train"])
+    with pytest.raises(ConfigError, match=r"^train.pca_samples: got None; allowed"):
+        build(load_config(data={"d": 64, "train": {"init": "pca"}}))
+    with pytest.raises(ConfigError, match=r"^train.pca_sign: got 'up'; allowed"):
+        load_config(data={"d": 64, "train": {"init": "pca", "pca_samples": 8, "pca_sign": "up"}})

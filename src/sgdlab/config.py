@@ -19,7 +19,7 @@ A configuration has top-level keys ``d``, ``seeds``, ``seed``, ``engine`` and th
     batch = 32
     steps = 2000
     spherical = true
-    init = 0.2                  # "random", "random_positive" or a number m0
+    init = 0.2                  # "random", "random_positive", "pca" (with pca_samples) or a number m0
 
 Types and keys are checked here (unknown keys are errors); values are checked by the
 constructors of :class:`~sgdlab.model.Problem`, :class:`~sgdlab.model.Student`,
@@ -105,6 +105,9 @@ class StudentConfig(_Section):
     a0: Number | list[Number] = 1.0
 
 
+PCA_KEYS = ("pca_samples", "pca_sign", "pca_labels")  # [train] keys of init = "pca"
+
+
 class TrainConfig(_Section):
     """``[train]``: one-pass minibatch SGD (see :class:`sgdlab.model.Training`)."""
 
@@ -115,7 +118,10 @@ class TrainConfig(_Section):
     steps: int = 1000
     spherical: bool = False
     projected: bool = False
-    init: Literal["random", "random_positive"] | Number = "random"
+    init: Literal["random", "random_positive", "pca"] | Number = "random"
+    pca_samples: int | None = None
+    pca_sign: Literal["random", "labels", "positive"] = "random"
+    pca_labels: int = 0
     record_every: int = 100
     escape_threshold: Number = 0.5
     smoothing: Number | None = None
@@ -241,7 +247,9 @@ class Config(_Section):
         """The resolved configuration as plain JSON/TOML-compatible data (without a
         ``sequence``, ``data``, ``chain`` or ``sde`` table when there is none, so configurations without
         them keep their keys and store keys)."""
-        skip = {k for k in ("sequence", "data", "chain", "sde") if getattr(self, k) is None}
+        skip: dict[str, Any] = {k: True for k in ("sequence", "data", "chain", "sde") if getattr(self, k) is None}
+        if self.train.init != "pca":  # the PCA start's keys only where it is used
+            skip["train"] = set(PCA_KEYS)
         return self.model_dump(mode="json", exclude=skip or None)
 
 
@@ -519,6 +527,7 @@ def build(cfg: Config, *, engine: bool = False) -> Built:
         spherical=tr.spherical,
         projected=tr.projected,
         init=tr.init,
+        **({k: getattr(tr, k) for k in PCA_KEYS} if tr.init == "pca" else {}),
         record_every=tr.record_every,
         escape_threshold=tr.escape_threshold,
         smoothing=tr.smoothing,

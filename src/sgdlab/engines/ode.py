@@ -27,6 +27,7 @@ import math
 from dataclasses import dataclass
 
 import diffrax
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
@@ -193,11 +194,17 @@ class ODE(DeterministicEngine):
         )
         return diffrax.ODETerm(field), event
 
+    @functools.lru_cache(maxsize=64)  # noqa: B019
+    def _both_velocities(self, model, field, nodes):
+        """The initial velocity with the run's rule and with 3/4 of its nodes, as ONE compiled
+        program (evaluated op by op, the two fields compiled some 300 small programs: over
+        a minute on 2 cores, more than the solve)."""
+        coarse, _ = self.velocity(model, nodes=max(2, int(nodes * 0.75)))
+        return jax.jit(lambda y, h: (field(0.0, y, h), coarse(0.0, y, h)))
+
     def _quadrature_error(self, model, field, nodes, y0, hyper=None) -> float:
         """Largest change of the initial velocity against a rule with fewer nodes (relative)."""
-        coarse, _ = self.velocity(model, nodes=max(2, int(nodes * 0.75)))
-        v1 = field(0.0, y0, hyper)
-        v2 = coarse(0.0, y0, hyper)
+        v1, v2 = self._both_velocities(model, field, nodes)(y0, hyper)
         scale = max(float(jnp.max(jnp.abs(v1["M"]))), float(jnp.max(jnp.abs(v1["Q"]))), 1e-300)
         diff = max(float(jnp.max(jnp.abs(v1[k] - v2[k]))) for k in v1)
         return diff / scale
