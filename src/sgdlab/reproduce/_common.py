@@ -26,6 +26,8 @@ __all__ = [
     "cached_arrays",
     "chain_vs_ode",
     "description_key",
+    "require_engine",
+    "RUNS_ITSELF",
     "fig_chain_vs_ode",
     "Outputs",
     "Point",
@@ -80,6 +82,17 @@ def matched_config(link: str, d: int, *, seeds: int, seed: int, engine: str, wid
         "student": {"activation": link, "width": width},
         "train": {"record_every": max(1, train["steps"] // 100), "escape_threshold": 0.5, **train},
     }
+
+
+RUNS_ITSELF = "the reproduction runs full and ode itself where it compares them"
+
+
+def require_engine(engine: str, allowed: tuple[str, ...], why: str | None = None) -> None:
+    """A reproduction's ``--engine`` check: one line naming the value and what is allowed
+    (``why`` the reason when only one engine is)."""
+    if engine not in allowed:
+        text = " or ".join(allowed) if why is None else f"{' or '.join(repr(a) for a in allowed)} ({why})"
+        raise ConfigError(f"--engine: got {engine!r}; allowed: {text}")
 
 
 def description_key(desc: Mapping[str, Any]) -> str:

@@ -94,6 +94,7 @@ from ._common import (
     markdown_table,
     matched_config,
     provenance,
+    require_engine,
     run_points,
     write_outputs,
 )
@@ -368,8 +369,7 @@ def plan(
 ) -> tuple[Spec, list[Point]]:
     """The specification and every run of the reproduction (nothing is run). ``seeds``
     overrides the seeds of parts (a)-(c); part (d) always compares the chain with the ODE."""
-    if engine not in ("chain", "full"):
-        raise ConfigError(f"--engine: got {engine!r}; allowed: chain or full")
+    require_engine(engine, ("chain", "full"))
     spec = QUICK if quick else FULL
     if seeds is not None:
         spec = replace(spec, series=tuple(replace(s, seeds=seeds) for s in spec.series),

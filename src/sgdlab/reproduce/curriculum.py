@@ -55,8 +55,8 @@ import numpy as np
 
 from .. import curriculum as C
 from ..analysis import escape_statistics, wilson_interval
-from ..config import ConfigError
 from ._common import (
+    RUNS_ITSELF,
     Outputs,
     cached_arrays,
     chain_vs_ode,
@@ -64,6 +64,7 @@ from ._common import (
     fig_chain_vs_ode,
     fmt_g,
     markdown_table,
+    require_engine,
     write_outputs,
 )
 
@@ -79,6 +80,7 @@ N_MC = 1024  # normal draws per cluster of the test error
 RECORDS = 40
 MIX_FRACTION = 0.5
 ODE_M0, ODE_T = 0.2, 6.0  # part 5: overlap norm of the common start, horizon (samples / d)
+ODE_QUANTITIES = ("hard_error", "Q_trace", "rel_energy", "a_abs")  # part 5: compared with the chain
 SCHEDULES = ("none", "curriculum", "anti", "mixed", "anneal")
 LABELS = {"none": "no curriculum", "curriculum": "curriculum (easy first)", "anti": "anti-curriculum",
           "mixed": "random mixing", "anneal": "annealing"}
@@ -480,10 +482,11 @@ def _fig_subtasks(spec: Spec, rows: dict, lottery: dict):
     return fig
 
 
-def _fig_ode(ode: dict):
-    curves = {k: ode[k] for k in ("hard_error", "Q_trace", "rel_energy", "a_abs")}
+def _fig_ode(ode: dict, d: int | None = None):
+    curves = {k: ode[k] for k in ODE_QUANTITIES}
     return fig_chain_vs_ode(curves, ode["t"], title=f"Part 5: ODE vs chain from one state (overlaps {ode['m0']:g}; "
-                            f"K = {ode['K']}, curriculum; chain mean over {ode['seeds']} seeds)")
+                            f"K = {ode['K']}, curriculum; chain mean over {ode['seeds']} seeds)"
+                            + ("" if d is None else f", d = {d}"))
 
 
 # ----------------------------------------------------------------------------- main
@@ -510,9 +513,7 @@ def reproduce(*, quick: bool = False, engine: str = "chain", store: str | Path |
     run part 5 at that K (off by default: the ODE of a ReLU network with biases on the four
     clusters is far slower than the chain)."""
     del workers
-    if engine != "chain":
-        raise ConfigError(f"--engine: got {engine!r}; allowed: 'chain' (the reproduction runs full and ode "
-                          "itself where it compares them)")
+    require_engine(engine, ("chain",), RUNS_ITSELF)
     started = time.perf_counter()
     spec = QUICK if quick else FULL
     if ode_width is not None:
@@ -573,9 +574,8 @@ def reproduce(*, quick: bool = False, engine: str = "chain", store: str | Path |
         "compute_s": compute_s, "runs_wall_s": wall,
     }
     if ode is not None and "error" not in ode:
-        summary["ode"] |= {"m0": ode["m0"], "max_abs_z": {k: ode[k]["max_abs_z"] for k in
-                                                                    ("hard_error", "Q_trace", "rel_energy", "a_abs")},
-                           "curves": {k: ode[k] for k in ("hard_error", "Q_trace", "rel_energy", "a_abs")},
+        summary["ode"] |= {"m0": ode["m0"], "max_abs_z": {k: ode[k]["max_abs_z"] for k in ODE_QUANTITIES},
+                           "curves": {k: ode[k] for k in ODE_QUANTITIES},
                            "t": ode["t"]}
     figures = {"curves.png": _fig_curves(spec, rows), "benefit.png": _fig_benefit(spec, ben, rows),
                "subtasks.png": _fig_subtasks(spec, rows, lottery)}
@@ -657,7 +657,7 @@ def merge_ode_part(base: str | Path, K: int = 4, ds: tuple[int, ...] = (200, 800
 
     base = Path(base)
     summary = json.loads((base / "results.json").read_text())
-    names = ("hard_error", "Q_trace", "rel_energy", "a_abs")
+    names = ODE_QUANTITIES
     t0 = time.perf_counter()
     by_d, last = {}, None
     for d in ds:
@@ -667,9 +667,7 @@ def merge_ode_part(base: str | Path, K: int = 4, ds: tuple[int, ...] = (200, 800
             continue
         by_d[str(d)] = {"seeds": ode["seeds"], "wall_ode_s": ode["wall_ode_s"],
                         "max_abs_z": {k: ode[k]["max_abs_z"] for k in names},
-                        "max_abs_diff": {k: float(np.nanmax(np.abs(np.asarray(ode[k]["ode"])
-                                                                   - np.asarray(ode[k]["chain_mean"]))[1:]))
-                                         for k in names}}
+                        "max_abs_diff": {k: ode[k]["max_abs_diff"] for k in names}}
         last = (d, ode)
     part = {"K": int(K), "m0": ODE_M0, "by_d": by_d, "wall_s": time.perf_counter() - t0,
             "computed_on": device_description(), "versions": package_versions(),
@@ -677,8 +675,7 @@ def merge_ode_part(base: str | Path, K: int = 4, ds: tuple[int, ...] = (200, 800
     if last is not None:
         d, ode = last
         part |= {"d": int(d), "t": ode["t"], "curves": {k: ode[k] for k in names}}
-        fig = _fig_ode(ode)
-        fig.suptitle(fig._suptitle.get_text() + f", d = {d}")
+        fig = _fig_ode(ode, d)
         fig.savefig(base / "ode.png", dpi=130, bbox_inches="tight")
         plt.close(fig)
     summary["ode"] = part

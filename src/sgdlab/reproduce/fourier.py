@@ -65,9 +65,8 @@ import numpy as np
 
 from .. import fourier as F
 from ..analysis import escape_statistics, fit_scaling
-from ..config import ConfigError
 from ..io import read_result, write_run
-from ._common import Outputs, fmt_g, markdown_table, write_outputs
+from ._common import Outputs, fmt_g, markdown_table, require_engine, write_outputs
 
 __all__ = ["CHOICES", "FULL", "QUICK", "Spec", "crossing_samples", "reproduce"]
 
@@ -561,9 +560,7 @@ def reproduce(
     (default ``results/reproduce/fourier[-quick]``). ``engine`` must be ``"full"``; ``workers``
     is unused (the seeds of a run are vmapped in this process)."""
     del workers
-    if engine != "full":
-        raise ConfigError(f"--engine: got {engine!r}; allowed: 'full' (the fourier inputs are not Gaussian: "
-                          "the chain and the ODE cannot run them)")
+    require_engine(engine, ("full",), "the fourier inputs are not Gaussian: the chain and the ODE cannot run them")
     started = time.perf_counter()
     spec = QUICK if quick else FULL
     out = Path(out) if out is not None else Path("results/reproduce") / ("fourier" + ("-quick" if quick else ""))

@@ -95,6 +95,7 @@ from ._common import (
     matched_config,
     pow2,
     provenance,
+    require_engine,
     run_points,
     write_outputs,
 )
@@ -276,8 +277,7 @@ def plan(
     anywhere into a store (e.g. the expensive ones on an accelerator, :func:`cost`) and
     :func:`reproduce` then reads them back. ``parts``: a subset of :data:`PARTS`
     (default all)."""
-    if engine not in ("chain", "full"):
-        raise ConfigError(f"--engine: got {engine!r}; allowed: chain or full")
+    require_engine(engine, ("chain", "full"))
     mode = "quick" if quick else "full"
     series = list(QUICK if quick else FULL)
     if links:

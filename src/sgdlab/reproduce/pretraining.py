@@ -58,7 +58,7 @@ from ..spiked import (
     scan,
 )
 from ..theory import critical_delta
-from ._common import Outputs, fmt_g, markdown_table, write_outputs
+from ._common import Outputs, fmt_g, markdown_table, require_engine, write_outputs
 
 __all__ = ["CHOICES", "FULL", "QUICK", "Spec", "reproduce"]
 
@@ -367,9 +367,7 @@ def reproduce(
     simulation of d^2 samples at these d is out of reach; the chain is exact); ``store`` and
     ``workers`` are unused (runs are vmapped over seeds in this process)."""
     del store, workers
-    if engine != "chain":
-        raise ConfigError(f"--engine: got {engine!r}; allowed: 'chain' (the exact chain; the full engine is "
-                          "checked against it in law in the tests)")
+    require_engine(engine, ("chain",), "the exact chain; the full engine is checked against it in law in the tests")
     started = time.perf_counter()
     spec = QUICK if quick else FULL
     n_seeds = seeds or spec.seeds

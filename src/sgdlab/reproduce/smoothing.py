@@ -52,6 +52,7 @@ from ._common import (
     matched_config,
     pow2,
     provenance,
+    require_engine,
     run_points,
     write_outputs,
 )
@@ -133,8 +134,7 @@ def _point(s: Series, d: int, engine: str, seed: int) -> Point:
 def plan(*, quick: bool = False, engine: str = "chain", seeds: int | None = None, seed: int = 0,
          **_: object) -> tuple[list[Series], list[Point]]:
     """The series and every run of the reproduction (nothing is run)."""
-    if engine not in ("chain", "full"):
-        raise ConfigError(f"--engine: got {engine!r}; allowed: chain or full")
+    require_engine(engine, ("chain", "full"))
     series = list(QUICK if quick else FULL)
     if seeds is not None:
         series = [replace(s, seeds=seeds) for s in series]

@@ -51,7 +51,17 @@ import numpy as np
 
 from .. import w2s as W
 from ..config import ConfigError
-from ._common import Outputs, cached_arrays, chain_vs_ode, fig_chain_vs_ode, fmt_g, markdown_table, write_outputs
+from ._common import (
+    RUNS_ITSELF,
+    Outputs,
+    cached_arrays,
+    chain_vs_ode,
+    fig_chain_vs_ode,
+    fmt_g,
+    markdown_table,
+    require_engine,
+    write_outputs,
+)
 
 __all__ = ["FULL", "QUICK", "Spec", "law_check", "reproduce", "run_cached"]
 
@@ -473,9 +483,7 @@ def reproduce(*, quick: bool = False, engine: str = "chain", store: str | Path |
     ``results/reproduce/w2s[-quick]``). ``engine`` must be ``"chain"`` (the law check and part 4
     run ``full`` and ``ode`` themselves); ``workers`` is unused (the seeds are vmapped)."""
     del workers
-    if engine != "chain":
-        raise ConfigError(f"--engine: got {engine!r}; allowed: 'chain' (the reproduction runs full and ode "
-                          "itself where it compares them)")
+    require_engine(engine, ("chain",), RUNS_ITSELF)
     started = time.perf_counter()
     spec = QUICK if quick else FULL
     out = Path(out) if out is not None else Path("results/reproduce") / ("w2s" + ("-quick" if quick else ""))
