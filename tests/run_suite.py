@@ -54,7 +54,9 @@ def _load_durations() -> dict[str, float]:
 # 115 -> 362, test_wide_ode 91 -> 122, test_curriculum 102 -> 122, test_smoothing 62 -> 83,
 # test_reproduce 229 -> 253), so they keep XLA's default. Over the suite: 2737 s CPU at the
 # default level, 2343 s with this split. Results agree with the default level to rounding (the
-# same operations, scheduled and contracted differently); every module passes at both.
+# same operations, scheduled and contracted differently); every module passes at both. One run
+# at each level on a shared machine: differences below ~10% (test_curriculum, test_reproduce)
+# are within its run-to-run noise, so those two could go either way.
 # SGDLAB_TEST_XLA_OPT=default runs every module at XLA's default level, =0 every module at 0.
 RUNTIME_BOUND = {"tests/test_batch_size.py", "tests/test_sde.py", "tests/test_wide_ode.py",
                  "tests/test_curriculum.py", "tests/test_smoothing.py", "tests/test_reproduce.py"}

@@ -235,3 +235,40 @@ def test_quick_outputs(quick):
     assert "[R]" in (res.out / "table.md").read_text()
     with pytest.raises(ConfigError):
         R.reproduce(quick=True, engine="full")
+
+
+def test_merge_ode_part_replaces_part_5_only(tmp_path, monkeypatch):
+    """Part 5 run alone joins committed outputs: results.json gains part 5 per d (largest |z| and
+    |ODE - chain mean| of each quantity), table.md's part-5 line is replaced and every other line
+    and key is kept, ode.png is written. Planted bugs: a merge that rewrites the other parts'
+    numbers, or leaves the old "not in this mode" line beside the new ones."""
+    from sgdlab.reproduce._common import chain_vs_ode
+
+    steps = np.arange(5) * 10
+    rng = np.random.default_rng(0)
+
+    def fake_ode_part(spec, store, seed):
+        out = {"K": spec.ode_K, "m0": R.ODE_M0, "t": (steps / spec.d).tolist(), "seeds": 8, "wall_ode_s": 1.0}
+        for i, k in enumerate(R.ODE_QUANTITIES):
+            ode = np.linspace(0, 1, 5) * (i + 1)
+            out[k] = chain_vs_ode(ode + rng.normal(0, 1e-2 * spec.d / 100, (8, 5)), steps, ode, steps)
+        return out
+
+    monkeypatch.setattr(R, "_ode_part", fake_ode_part)
+    committed = {"reproduction": "curriculum", "spec": {"ode_K": None, "d": 200}, "benefit": {"4": 0.1}, "ode": None}
+    (tmp_path / "results.json").write_text(json.dumps(committed))
+    (tmp_path / "table.md").write_text("# table\n- B(K = 4) interval above 0: True\n"
+                                       "- part 5 (ODE vs chain): not in this mode\n")
+    part = R.merge_ode_part(tmp_path, K=4, ds=(100, 400))
+    s = json.loads((tmp_path / "results.json").read_text())
+    assert s["benefit"] == {"4": 0.1} and s["spec"] == {"ode_K": 4, "d": 200} and s["ode"]["d"] == 400
+    assert set(s["ode"]["by_d"]) == {"100", "400"} == set(part["by_d"])
+    for d in ("100", "400"):
+        assert set(s["ode"]["by_d"][d]["max_abs_diff"]) == set(R.ODE_QUANTITIES)
+    # the fake's chain noise grows with d: the gaps at d = 400 are the larger ones
+    assert all(s["ode"]["by_d"]["400"]["max_abs_diff"][k] > s["ode"]["by_d"]["100"]["max_abs_diff"][k]
+               for k in R.ODE_QUANTITIES)
+    lines = (tmp_path / "table.md").read_text().splitlines()
+    assert lines[:2] == ["# table", "- B(K = 4) interval above 0: True"]
+    assert [ln.split(",")[2].strip() for ln in lines[2:]] == ["d = 100", "d = 400"] and len(lines) == 4
+    assert (tmp_path / "ode.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
