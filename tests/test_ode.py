@@ -131,3 +131,29 @@ def test_runaway_is_reported_as_divergence_not_a_hang():
     assert 0 < k < 10_000
     after = res.steps >= k
     assert np.isnan(res.Q[0][after]).all() and np.isfinite(res.Q[0][~after]).all()
+
+
+def test_declared_schedule_jumps_are_solver_stops():
+    """A mixture whose orthogonal noise switches at step 300 (``Switch``, which declares its
+    jump): the ODE steps to the switch exactly, with far fewer rejected steps than when the
+    jump is hidden (the solver then finds it by shrinking its steps), and the same solution
+    (within the solver's tolerance). Catches declared jumps that never reach the solver, or
+    a stop placed at the wrong time (the solutions would then differ after the switch)."""
+    import sgdlab.engines.ode as ode_mod
+    from sgdlab.data import Mixture, Switch, schedule_jumps
+
+    law = Mixture(means=[[1.0, 0.0], [0.0, 1.0]], sigma_perp=Switch(300, (0.6, 0.6), (1.0, 1.0)))
+    assert schedule_jumps(law) == (300.0,)
+    args = (Problem(d=100, link="h2", directions=1, data=law), Student(activation="h2", second_layer="trained"),
+            Training(lr=0.01, steps=600, init=0.3, record_every=50))
+    seen = run(*args, engine=ODE())
+    hidden = ode_mod.schedule_jumps
+    try:
+        ode_mod.schedule_jumps = lambda *objs: ()
+        blind = run(*args, engine=ODE())
+    finally:
+        ode_mod.schedule_jumps = hidden
+    assert seen.info["solver"]["jumps"] == 1 and blind.info["solver"]["jumps"] == 0
+    assert seen.info["solver"]["rejected_steps"] * 3 <= blind.info["solver"]["rejected_steps"], (seen.info, blind.info)
+    np.testing.assert_allclose(seen.Q, blind.Q, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(seen.M, blind.M, rtol=1e-6, atol=1e-8)

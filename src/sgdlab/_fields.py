@@ -282,6 +282,9 @@ def _first_order(pl: _Plan, m, C):
         s0 = jnp.where(kind == ONE, 0.0, _erf_I2(cjj, cuu, cju))
         return t3.reshape(-1, p, U), s0.reshape(p, U)
     l11, l21, l22 = _chol2(cjj, cju, cuu)
+    # a student unit paired with itself: z_u = z_j exactly; the rounding of c_uu - l21^2 would
+    # give l22 ~ sqrt(eps) noise that the adaptive solver sees at tight tolerances
+    l22 = jnp.where(jnp.asarray((pl.kinds[pl.pu] == STUDENT) & (pl.fields[pl.pu] == pl.pj)), 0.0, l22)
     mj, mu = m[j], m[u]
     if pl.poly:
         x, w = _gh(pl.n2)

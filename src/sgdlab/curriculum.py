@@ -104,6 +104,12 @@ class Difficulty:
         if not 0.0 <= float(self.fraction) <= 1.0:
             raise _bad("schedule.fraction", self.fraction, "a number in [0, 1] (the easy fraction)")
 
+    @property
+    def jumps(self) -> tuple[int, ...]:
+        """The step where the law jumps (``curriculum``, ``anti``) or bends (``anneal``), for the
+        ODE's solver; ``mixed`` jumps at random steps and declares none."""
+        return (self.switch,) if self.kind in ("curriculum", "anti", "anneal") and self.easy != self.hard else ()
+
     def variance(self, t) -> jax.Array:
         """Delta_irr at step t (a scalar, float64)."""
         t = jnp.asarray(t)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -56,12 +57,39 @@ __all__ = [
     "Switch",
     "Tokens",
     "at",
+    "schedule_jumps",
 ]
 
 
 def at(value: Any, t: Any) -> Any:
     """The value of a law parameter at step ``t``: ``value(t)`` for a schedule, else ``value``."""
     return value(t) if callable(value) else value
+
+
+def schedule_jumps(*objs: Any) -> tuple[float, ...]:
+    """The steps at which the schedules among ``objs`` and their parameters (one level down:
+    the fields of a law or a training) jump, sorted: a schedule declares them as its
+    ``jumps`` attribute (:class:`Switch`: its step). The ODE engine stops its adaptive steps
+    there instead of locating each discontinuity by rejected steps."""
+    out: set[float] = set()
+
+    def visit(v: Any, depth: int) -> None:
+        if callable(v) and not isinstance(v, type):
+            out.update(float(x) for x in getattr(v, "jumps", ()))
+        if depth == 0 or isinstance(v, type):
+            return
+        if dataclasses.is_dataclass(v):
+            children = [getattr(v, f.name) for f in dataclasses.fields(v)]
+        elif isinstance(v, tuple) and hasattr(v, "_fields"):
+            children = list(v)
+        else:
+            return
+        for c in children:
+            visit(c, depth - 1)
+
+    for o in objs:
+        visit(o, 1)
+    return tuple(sorted(out))
 
 
 @dataclass(frozen=True)
@@ -71,6 +99,10 @@ class Switch:
     at: int
     before: Any
     after: Any
+
+    @property
+    def jumps(self) -> tuple[int, ...]:
+        return (self.at,)
 
     def __call__(self, t):
         return jnp.where(jnp.asarray(t) < self.at, jnp.asarray(self.before, jnp.float64),

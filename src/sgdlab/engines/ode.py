@@ -9,7 +9,9 @@ horizons cost what 10^3 do. How the expectations are taken is ``info["expectatio
 ``"tensor"``, ``"monte_carlo"``; ``sgdlab._drift.drift``), and the accuracy of the rule is
 stated in ``info["quadrature_error"]`` (the largest change of the initial velocity against a
 rule with 3/4 of the nodes, or another Monte Carlo seed; 0 when the rule is exact for a
-polynomial integrand). Escape is a
+polynomial integrand); ``info["solver"]`` counts the solver's accepted and rejected steps.
+Schedules that declare where they jump (``sgdlab.data.schedule_jumps``: a curriculum's
+switch) make the solver step to those times exactly. Escape is a
 diffrax event on max_j |M_j0| / sqrt(Q_jj) - threshold, located by root finding; the
 reported escape step is the first integer step after the crossing. A state that stops
 being finite or whose squared row norm passes MAX_NORM2 is a divergence event.
@@ -32,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
 
+from ..data import schedule_jumps
 from ._driver import MAX_NORM2, bucket
 from .base import DeterministicEngine, Trajectory
 
@@ -64,6 +67,11 @@ def _outcome(sol) -> tuple[str, float]:
     if not diffrax.is_successful(sol.result):
         return "failed", t_stop
     return "done", t_stop
+
+
+def _stats(sol) -> dict:
+    """The solver's accepted and rejected steps."""
+    return {"accepted_steps": int(sol.stats["num_accepted_steps"]), "rejected_steps": int(sol.stats["num_rejected_steps"])}
 
 
 def _escape_stat(y):
@@ -134,6 +142,11 @@ class ODE(DeterministicEngine):
         term, event = self._terms(structure)
         solver = diffrax.Tsit5()
         ctrl = diffrax.PIDController(rtol=self.rtol, atol=self.atol)
+        # declared discontinuities of the data law's and the step size's schedules: the solver
+        # steps to them exactly (a jump found by rejected steps costs dozens of tiny ones)
+        jumps = [j for j in schedule_jumps(model.data, tr) if 0.0 < j < T]
+        if jumps:
+            ctrl = diffrax.ClipStepSizeController(ctrl, jump_ts=jnp.asarray(jumps, jnp.float64))
 
         def integrate(t0, y_start, save_ts, with_event):
             # one compiled solve: without an event the threshold is +inf and never crossed;
@@ -153,6 +166,7 @@ class ODE(DeterministicEngine):
         if not with_event:
             escape = 0
         sol = integrate(0.0, y0, ts, with_event)
+        solver_stats = _stats(sol)
         ys = {k_: np.array(v)[: len(ts)] for k_, v in sol.ys.items()}  # numpy: no op compiled per length
         kind, t_stop = _outcome(sol)
         if kind == "escape":
@@ -162,6 +176,7 @@ class ODE(DeterministicEngine):
                 # saved: the ts before the event, then the state at the event, then inf
                 y_at = {k_: jnp.asarray(np.asarray(v)[int(np.sum(~later))]) for k_, v in sol.ys.items()}
                 sol2 = integrate(t_stop, y_at, ts[later], False)
+                solver_stats = {k_: v + _stats(sol2)[k_] for k_, v in solver_stats.items()}
                 for k_ in ys:
                     ys[k_][later] = np.asarray(sol2.ys[k_])[: int(later.sum())]
                 kind, t_stop = _outcome(sol2)
@@ -181,7 +196,8 @@ class ODE(DeterministicEngine):
             escape_step=np.array([escape], dtype=np.int64),
             diverged_step=np.array([diverged], dtype=np.int64),
             info={"quadrature_nodes": int(nodes), "quadrature_error": err, "second_order": self.second_order,
-                  "expectations": getattr(field, "expectations", None)},
+                  "expectations": getattr(field, "expectations", None),
+                  "solver": {**solver_stats, "jumps": len(jumps)}},
         )
 
     @functools.lru_cache(maxsize=64)  # noqa: B019
