@@ -32,10 +32,10 @@ and ``sample(key, n, d, r, t, dtype)`` (a batch of d-dimensional rows, for the f
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 

@@ -71,7 +71,8 @@ def _outcome(sol) -> tuple[str, float]:
 
 def _stats(sol) -> dict:
     """The solver's accepted and rejected steps."""
-    return {"accepted_steps": int(sol.stats["num_accepted_steps"]), "rejected_steps": int(sol.stats["num_rejected_steps"])}
+    st = sol.stats
+    return {"accepted_steps": int(st["num_accepted_steps"]), "rejected_steps": int(st["num_rejected_steps"])}
 
 
 def _escape_stat(y):
