@@ -23,6 +23,11 @@ the d/n_b noise factor and the (1 - 1/n_b) weight of the squared mean gradient).
 isotropic data (one component, s = N0, sigma = 1) this is the field of docs/chain.md with
 |x|^2 = |y|^2 + d - P. Renormalised geometries (spherical, projected) keep Q_jj = 1 by the
 first-order normalisation M_ij -> M_ij - dQ_ii M_ij / 2, Q_ij -> Q_ij - (dQ_ii + dQ_jj) Q_ij / 2.
+With the covariance norm (``Training(norm="covariance")``, Sigma = I + U^T B U) the kept
+quantity is q_j = |w_j|_Sigma^2 = Q_jj + M_j B M_j^T: the spherical D_j uses the Sigma-fields
+x^T Sigma w_j = lambda_j + s^T B M_j^T and q_j, and the renormalisation subtracts dq_j / (2 q_j)
+with dq_j = dQ_jj + 2 dM_j B M_j^T, so that d q_j / dt = 0 (docs/chain.md). That path takes the
+tensor rule (the decomposed drift has no Sigma-fields).
 ``second_order=False`` drops every lr^2 term: the d -> infinity limit at fixed lr d.
 Schedules (data law, ``Training.lr_schedule``) are evaluated at the continuous step time.
 
@@ -76,18 +81,26 @@ def _chi2_nodes(model) -> int:
     return deg // 2 + 1
 
 
-def _geometry(tr, Q, M, dQ, dM, A1, moments, n, lr, lr2):
+def _geometry(tr, Q, M, dQ, dM, A1, moments, n, lr, lr2, metric=None):
     """Add the spherical (tangent projection) and renormalisation terms to (dQ, dM).
 
     ``A1`` = E[lambda c^T] (p, p) per sample; ``moments()`` returns (E[cl cl^T],
     E[cl_i lambda_i c_j]) with cl_j = c_j lambda_j (p-vectors per sample; for a sequence
     sample both are E[cl^2] with cl = sum_l c_l lambda_l); they are only evaluated for
     spherical SGD. D_j = sum_b cl_bj / (n Q_jj) over a batch of n samples.
+
+    ``metric``: B (a, a) of the covariance norm (Sigma = I + U^T B U), or ``None`` (Euclidean).
+    With it, cl_j = c_j lambda^Sigma_j with the Sigma-field lambda^Sigma_j = x^T Sigma w_j,
+    ``moments()`` returns a third item E[cl] (p,), Q_jj is replaced by q_j = Q_jj + M_j B M_j^T
+    in D, and the renormalisation keeps q_j: dq_j = dQ_jj + 2 dM_j B M_j^T (first order, as the
+    Euclidean one) is removed by M_j -> M_j - dq_j M_j / (2 q_j), Q_ij -> Q_ij - (dq_i / q_i +
+    dq_j / q_j) Q_ij / 2, after which d q_j = 0 exactly for every q_j.
     """
+    qd = jnp.diag(Q) if metric is None else jnp.diag(Q) + jnp.sum((M @ metric) * M, axis=1)
     if tr.spherical:
-        Ecl2, Eclc = moments()
-        qd = jnp.diag(Q)
-        ED = jnp.diag(A1) / qd
+        mom = moments()
+        Ecl2, Eclc = mom[0], mom[1]
+        ED = (jnp.diag(A1) if metric is None else mom[2]) / qd
         EDD = (Ecl2 / n) / (qd[:, None] * qd[None, :])
         EDD = EDD + (1.0 - 1.0 / n) * ED[:, None] * ED[None, :]
         EDLC = Eclc / (n * qd[:, None])
@@ -95,7 +108,10 @@ def _geometry(tr, Q, M, dQ, dM, A1, moments, n, lr, lr2):
         dQ = dQ - lr * (ED[:, None] + ED[None, :]) * Q + lr2 * (Q * EDD - EDLC - EDLC.T)
         dM = dM - lr * ED[:, None] * M
     if tr.renormalise:
-        dd = jnp.diag(dQ)
+        if metric is None:
+            dd = jnp.diag(dQ)
+        else:
+            dd = (jnp.diag(dQ) + 2.0 * jnp.sum((dM @ metric) * M, axis=1)) / qd
         dM = dM - 0.5 * dd[:, None] * M
         dQ = dQ - 0.5 * (dd[:, None] + dd[None, :]) * Q
     return dQ, dM
@@ -136,6 +152,8 @@ def drift(model, second_order: bool, nodes: int | None = None, expectations: str
     from ._fields import decomposed_drift, not_decomposable
 
     why = not_decomposable(model)
+    if why is None and model.norm_metric() is not None:
+        why = "train.norm is 'covariance' (the decomposed drift has no Sigma-fields)"
     if expectations == "decomposed" and why is not None:
         raise ValueError(f"ode.expectations: got 'decomposed', but {why}; allowed: 'auto', 'tensor' or 'monte_carlo'")
     if expectations in ("auto", "decomposed") and why is None:
@@ -185,6 +203,8 @@ def _tensor_drift(model, second_order: bool, nodes: int | None, monte_carlo: boo
     y2 = jnp.sum(Y * Y, axis=1)
     eye_a = jnp.eye(a)
     K = int(np.asarray(law.components(r, 0).prob).shape[0])
+    metric = model.norm_metric()
+    B = None if metric is None else jnp.asarray(metric)
 
     def E(x):
         return jnp.tensordot(w, x, axes=(0, 0))
@@ -203,7 +223,7 @@ def _tensor_drift(model, second_order: bool, nodes: int | None, monte_carlo: boo
         Z0 = Y @ L.T
         N0 = Z0[:, p:]
         comp = law.components(r, t)
-        A1 = B1 = Ecc = g = Ega = Ecl2 = Eclc = 0.0
+        A1 = B1 = Ecc = g = Ega = Ecl2 = Eclc = Ecl1 = 0.0
         for kk in range(K):
             # component kk: latent s = mu + B N0, fields lam = sigma lam0 + M (s - sigma N0)
             S = N0 if comp.chol is None else N0 @ comp.chol[kk].T
@@ -229,13 +249,14 @@ def _tensor_drift(model, second_order: bool, nodes: int | None, monte_carlo: boo
             g = g + pk * E(c[:, :, None] * xE[:, None, :])  # E[c xE^T]
             Ega = Ega + pk * E(ga)
             if tr.spherical:
-                cl = c * lam
+                cl = c * (lam if B is None else lam + S @ (M @ B).T)  # c_j x^T Sigma w_j (covariance norm)
                 Ecl2 = Ecl2 + pk * E(cl[:, :, None] * cl[:, None, :])
                 Eclc = Eclc + pk * E((cl * lam)[:, :, None] * c[:, None, :])
+                Ecl1 = Ecl1 + pk * E(cl)
         XX = Ecc / n + (1.0 - 1.0 / n) * g @ g.T
         dQ = lr * (A1 + A1.T) + lr2 * XX
         dM = lr * B1
-        dQ, dM = _geometry(tr, Q, M, dQ, dM, A1, lambda: (Ecl2, Eclc), n, lr, lr2)
+        dQ, dM = _geometry(tr, Q, M, dQ, dM, A1, lambda: (Ecl2, Eclc, Ecl1), n, lr, lr2, B)
         da = -lr_a * Ega if stu.trained else jnp.zeros_like(a_)
         return {"Q": 0.5 * (dQ + dQ.T), "M": dM, "a": da}
 

@@ -61,10 +61,13 @@ def _description(problem: Any, student: Any, training: Any, engine: Any, seeds: 
             return {"type": type(obj).__name__} | own
         return obj
 
+    train = fields(training)
+    if isinstance(train, dict) and train.get("norm") == "euclidean":
+        del train["norm"]  # the default norm is left out: descriptions of earlier runs are unchanged
     return _jsonable({
         "problem": fields(problem),
         "student": fields(student),
-        "training": fields(training),
+        "training": train,
         "engine": engine.name,
         "engine_options": fields(engine),
         "seeds": seeds,

@@ -20,6 +20,7 @@ A configuration has top-level keys ``d``, ``seeds``, ``seed``, ``engine`` and th
     steps = 2000
     spherical = true
     init = 0.2                  # "random", "random_positive", "pca" (with pca_samples) or a number m0
+    norm = "euclidean"          # or "covariance": rows keep |w|_Sigma = 1 (spiked data)
 
 Types and keys are checked here (unknown keys are errors); values are checked by the
 constructors of :class:`~sgdlab.model.Problem`, :class:`~sgdlab.model.Student`,
@@ -122,6 +123,7 @@ class TrainConfig(_Section):
     pca_samples: int | None = None
     pca_sign: Literal["random", "labels", "positive"] = "random"
     pca_labels: int = 0
+    norm: Literal["euclidean", "covariance"] = "euclidean"
     record_every: int = 100
     escape_threshold: Number = 0.5
     smoothing: Number | None = None
@@ -248,8 +250,13 @@ class Config(_Section):
         ``sequence``, ``data``, ``chain`` or ``sde`` table when there is none, so configurations without
         them keep their keys and store keys)."""
         skip: dict[str, Any] = {k: True for k in ("sequence", "data", "chain", "sde") if getattr(self, k) is None}
+        train_skip = set()
         if self.train.init != "pca":  # the PCA start's keys only where it is used
-            skip["train"] = set(PCA_KEYS)
+            train_skip |= set(PCA_KEYS)
+        if self.train.norm == "euclidean":  # the default norm is left out: earlier store keys are unchanged
+            train_skip.add("norm")
+        if train_skip:
+            skip["train"] = train_skip
         return self.model_dump(mode="json", exclude=skip or None)
 
 
@@ -528,6 +535,7 @@ def build(cfg: Config, *, engine: bool = False) -> Built:
         projected=tr.projected,
         init=tr.init,
         **({k: getattr(tr, k) for k in PCA_KEYS} if tr.init == "pca" else {}),
+        norm=tr.norm,
         record_every=tr.record_every,
         escape_threshold=tr.escape_threshold,
         smoothing=tr.smoothing,

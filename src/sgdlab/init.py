@@ -32,8 +32,8 @@ import numpy as np
 from ._errors import _bad
 from ._wishart import psd_cholesky, wishart
 
-__all__ = ["FromResult", "Gram", "Init", "PCA", "PCA_SIGNS", "Random", "RandomPositive", "Warm", "as_init",
-           "complete_weights"]
+__all__ = ["FromResult", "Gram", "Init", "OnEllipsoid", "PCA", "PCA_SIGNS", "Random", "RandomPositive", "Warm",
+           "as_init", "complete_weights"]
 
 
 def complete_weights(key: jax.Array, Q: jax.Array, M: jax.Array, d: int, dtype) -> jax.Array:
@@ -445,6 +445,63 @@ class PCA(Init):
         gamma = model.problem.d / self.samples
         rho = math.sqrt(float(bbp_overlap(float(at(model.data.strength[0], 0)), gamma)))
         return np.eye(1), (rho * v)[None, :]
+
+
+def _sigma_scale(Q, M, B, xp):
+    """1 / |w_j|_Sigma per row from (Q, M): |w|_Sigma^2 = Q_jj + M_j B M_j^T."""
+    return 1.0 / xp.sqrt(xp.diagonal(Q, axis1=-2, axis2=-1) + xp.sum((M @ B) * M, axis=-1))
+
+
+@dataclass(frozen=True)
+class OnEllipsoid(Init):
+    """The start ``base`` moved radially onto the covariance-norm sphere |w|_Sigma = 1
+    (``Training(norm="covariance")``; the model wraps its start in this itself): every row
+    w -> w / |w|_Sigma, |w|_Sigma^2 = Q_jj + M_j B M_j^T with Sigma = I + U^T B U
+    (:meth:`sgdlab.model.BaseModel.norm_metric`). The map acts row by row on the Gram state,
+    so it is exact in law on the chain (applied to the exact draw of (Q, M)), on the full
+    engine (applied to W) and on the ODE's start alike. It keeps each row's direction: a warm
+    start m0 keeps the cosine m0 = M_j0 / sqrt(Q_jj) with the teacher, a PCA start the top
+    eigenvector's direction, a uniform start a uniform direction."""
+
+    base: Init = None  # type: ignore[assignment]
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self.base.name
+
+    def __getattr__(self, item):  # what else the wrapped start offers (e.g. PCA.labelled_samples)
+        if item.startswith("__") or item == "base":
+            raise AttributeError(item)
+        return getattr(self.base, item)
+
+    def check(self, model) -> None:
+        self.base.check(model)
+
+    def per_seed(self, model, seeds):
+        return self.base.per_seed(model, seeds)
+
+    def structure(self) -> Init:
+        return self.base.structure()  # the model wraps it again
+
+    def second_layer(self, model, start):
+        return self.base.second_layer(model, start)
+
+    def gram(self, key, model, start, d=None):
+        Q, M = self.base.gram(key, model, start, d=d)
+        s = _sigma_scale(Q, M, jnp.asarray(model.norm_metric(), M.dtype), jnp)
+        return Q * s[:, None] * s[None, :], M * s[:, None]
+
+    def weights(self, key, model, start, dtype):
+        W = self.base.weights(key, model, start, dtype)
+        Wf = W[:, : model.a]
+        B = jnp.asarray(model.norm_metric(), W.dtype)
+        return W / jnp.sqrt(jnp.sum(W * W, axis=1) + jnp.sum((Wf @ B) * Wf, axis=1))[:, None]
+
+    def order_parameters(self, model):
+        Q, M = self.base.order_parameters(model)
+        Q, M = np.asarray(Q, np.float64), np.asarray(M, np.float64)
+        s = _sigma_scale(Q, M, model.norm_metric(), np)
+        return Q * s[:, None] * s[None, :], M * s[:, None]
 
 
 def as_init(value: Any) -> Init:

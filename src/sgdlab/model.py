@@ -20,14 +20,16 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from . import smoothing as _sm
 from ._errors import _bad
 from ._functions import resolve_fn
 from .data import DataLaw, Isotropic
-from .init import PCA, Init, as_init
+from .init import PCA, Init, OnEllipsoid, as_init
 
-__all__ = ["BaseModel", "Model", "Problem", "Record", "Student", "Training", "INITS", "LOSSES", "OUTPUT_SCALES"]
+__all__ = ["BaseModel", "Model", "Problem", "Record", "Student", "Training", "INITS", "LOSSES", "NORMS",
+           "OUTPUT_SCALES"]
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -202,6 +204,7 @@ def _correlation(f: jax.Array, y: jax.Array) -> jax.Array:
 
 LOSSES: dict[str, Callable] = {"square": _square, "correlation": _correlation}
 INITS = ("random", "random_positive")  # random starts; a number m0 is a warm start
+NORMS = ("euclidean", "covariance")  # the norm a renormalised row keeps equal to 1
 
 
 @dataclass(frozen=True)
@@ -212,6 +215,17 @@ class Training:
       ``loss(f, y)``.
     - ``spherical``: project each row's gradient on the tangent space of its sphere, step,
       renormalise the row. ``projected``: step, then renormalise (no tangent projection).
+    - ``norm``: the sphere of the renormalised geometries. ``"euclidean"`` (default): |w| = 1.
+      ``"covariance"``: |w|_Sigma = 1, |w|_Sigma^2 = w^T Sigma w with Sigma the covariance of the
+      inputs (the ellipsoid on which the student's field w.x has unit variance). Spherical SGD
+      then uses the Sigma-orthogonal tangent projection g - (g^T Sigma w / w^T Sigma w) w (the
+      Riemannian gradient of the ellipsoid for the metric <a, b>_Sigma = a^T Sigma b, applied
+      to the Euclidean gradient g: the step W <- (I - lr D) W + lr C^T X keeps its form, with
+      D_j = sum_i C_ij (x_i^T Sigma w_j) / |w_j|_Sigma^2), and every row is renormalised by its
+      Sigma-norm. Inputs must have Sigma = I + a fixed part inside the frame (isotropic or
+      spiked data with constant strengths); every start (:mod:`sgdlab.init`) is the Euclidean
+      one moved radially onto the ellipsoid (w / |w|_Sigma: the same direction, so the same
+      cosine m / sqrt(Q_jj) with the teacher, on which escape is measured). docs/chain.md.
     - ``lr_second``: step size of the second layer when it is trained (default ``lr``).
     - ``init``: ``"random"`` (rows uniform on the unit sphere), ``"random_positive"`` (the
       same, conditioned on a non-negative overlap M_j0 of every row with teacher direction 0:
@@ -264,8 +278,11 @@ class Training:
     pca_samples: int | None = None
     pca_sign: str = "random"
     pca_labels: int = 0
+    norm: str = "euclidean"
 
     def __post_init__(self) -> None:
+        if self.norm not in NORMS:
+            raise _bad("train.norm", self.norm, "'euclidean' or 'covariance'")
         for name in ("frozen", "frozen_second"):
             v = getattr(self, name)
             items = list(v) if isinstance(v, list | tuple) else None
@@ -301,6 +318,10 @@ class Training:
                 raise _bad(f"train.{name}", getattr(self, name), "true or false")
         if self.spherical and self.projected:
             raise _bad("train.projected", True, "false when train.spherical is true (pick one geometry)")
+        if self.norm != "euclidean" and not (self.spherical or self.projected):
+            raise _bad("train.norm", self.norm,
+                       "'euclidean' unless train.spherical or train.projected is true (the norm a renormalised "
+                       "row keeps)")
         init = self.init
         if isinstance(init, Init):
             pass
@@ -422,8 +443,32 @@ class BaseModel:
     def init(self) -> Init:
         tr = self.training
         if isinstance(tr.init, str) and tr.init == "pca":
-            return PCA(tr.pca_samples, tr.pca_sign, tr.pca_labels)
-        return as_init(tr.init)
+            start = PCA(tr.pca_samples, tr.pca_sign, tr.pca_labels)
+        else:
+            start = as_init(tr.init)
+        if self.norm_metric() is not None and not isinstance(start, OnEllipsoid):
+            return OnEllipsoid(start)
+        return start
+
+    def norm_metric(self) -> np.ndarray | None:
+        """B (a, a) with Sigma = I + U^T B U (U the frame): the covariance norm of a row is
+        |w|_Sigma^2 = Q_jj + M_j B M_j^T and x^T Sigma w = w.x + s^T B M_j^T (s the frame
+        coordinates of x). ``None`` for the Euclidean norm, and for isotropic inputs (B = 0:
+        the two norms agree). A one-line error for laws whose covariance is not of this form
+        with a fixed B (mixtures, sequences, non-Gaussian samplers, scheduled spike strengths)."""
+        if self.training.norm == "euclidean":
+            return None
+        from .data import Isotropic, Spiked
+
+        law = self.data
+        if isinstance(law, Isotropic):
+            return None
+        if isinstance(law, Spiked) and not any(callable(b) for b in law.strength) and self.rows == 1:
+            V = law.spike_vectors(self.r)  # (k, a): Sigma - I = sum_k strength_k v_k v_k^T in the frame
+            return (V.T * np.asarray(law.strength, np.float64)) @ V
+        raise _bad("train.norm", self.training.norm,
+                   f"'euclidean' on data {law.name!r} (the covariance norm needs Sigma = I + a fixed part inside "
+                   "the frame: isotropic or spiked data with constant strengths)")
 
     @property
     def needs_norm(self) -> bool:
@@ -452,6 +497,7 @@ class BaseModel:
     def check(self) -> None:
         """Cross-field checks that no single section can make."""
         self.update_masks()
+        self.norm_metric()  # a one-line error where the covariance norm is not expressible
         self.init.check(self)
 
     def structure(self, d: bool = False) -> BaseModel:
@@ -531,6 +577,9 @@ class Model(BaseModel):
         if self.training.smoothed and not self.training.renormalise:
             raise _bad("train.smoothing", self.training.smoothing,
                        "null unless the rows stay on the unit sphere (spherical or projected)")
+        if self.training.smoothed and self.norm_metric() is not None:
+            raise _bad("train.smoothing", self.training.smoothing,
+                       "null with train.norm = 'covariance' (the smoothed loss averages over the Euclidean sphere)")
         super().check()
 
     def base_loss(self, z: jax.Array, a: jax.Array, xi: jax.Array, c: jax.Array = 0) -> jax.Array:

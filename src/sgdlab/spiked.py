@@ -190,6 +190,8 @@ class Flow:
             raise _bad("target.directions", problem.r, "one teacher direction and a one-row student")
         if not training.renormalise:
             raise _bad("train.spherical", training.spherical, "true (or projected): the flow lives on the sphere")
+        if training.norm != "euclidean":
+            raise _bad("train.norm", training.norm, "'euclidean' for the (m, r) flow (it takes Q = 1)")
         self.problem, self.student, self.training = problem, student, training
         self.model = _model(problem, student, training)
         out = self.model.ode_field(second_order)

@@ -18,7 +18,9 @@ One SGD step is then
     Q' = A Q A + lr (A Lam^T C + C^T Lam A) + lr^2 C^T X X^T C
     M' = A M + lr C^T S,          A = I - lr D_sph (spherical) or I,
 
-followed by the renormalisation of the rows (a function of Q'). Only
+followed by the renormalisation of the rows (a function of Q'; with the covariance norm,
+``Training(norm="covariance")``, of Q' and M': |w_j|_Sigma^2 = Q'_jj + M'_j B M'_j^T, and the
+spherical D_j uses the Sigma-fields x^T Sigma w_j = Lam_j + S B M_j^T; docs/chain.md). Only
 (DC)^T K_perp (DC) ~ Wishart_p(d - P, (DC)^T DC) carries d; it is drawn by Bartlett's
 decomposition, so the cost per step does not depend on d. For isotropic data
 (s = N0, sigma = 1) the extra terms vanish and this is the chain of docs/chain.md as
@@ -78,6 +80,8 @@ class Chain(StochasticEngine):
         norm = model.needs_norm
         schedule = tr.lr_schedule
         eye_a = jnp.eye(na, dtype=dt)
+        metric = model.norm_metric()  # B: Sigma = I + U^T B U (covariance norm), or None
+        B = None if metric is None else jnp.asarray(metric, dt)
         # every variate of a step comes from one hash call: Y, the label noise (none drawn for a
         # noiseless model: its structure keeps noise = 0), the Wishart term
         noisy = model.problem.noise > 0
@@ -140,7 +144,11 @@ class Chain(StochasticEngine):
                 noise = noise + DC.T @ DC + cross + cross.T
             LC = Lam.T @ C
             if tr.spherical:
-                A = 1.0 - lr * jnp.sum(C * Lam, axis=0) / jnp.diag(Q)
+                if B is None:
+                    A = 1.0 - lr * jnp.sum(C * Lam, axis=0) / jnp.diag(Q)
+                else:  # the Sigma-orthogonal tangent projection: x^T Sigma w_j and |w_j|_Sigma^2
+                    MB = M @ B
+                    A = 1.0 - lr * jnp.sum(C * (Lam + S @ MB.T), axis=0) / (jnp.diag(Q) + jnp.sum(MB * M, axis=1))
                 Qn = A[:, None] * Q * A[None, :] + lr * (A[:, None] * LC + LC.T * A[None, :]) + lr**2 * noise
                 Mn = A[:, None] * M + lr * (C.T @ S)
             else:
@@ -148,7 +156,8 @@ class Chain(StochasticEngine):
                 Mn = M + lr * (C.T @ S)
             Qn = 0.5 * (Qn + Qn.T)
             if tr.renormalise:
-                sc = 1.0 / jnp.sqrt(jnp.diag(Qn))
+                qn = jnp.diag(Qn) if B is None else jnp.diag(Qn) + jnp.sum((Mn @ B) * Mn, axis=1)
+                sc = 1.0 / jnp.sqrt(qn)
                 Qn = Qn * sc[:, None] * sc[None, :]
                 Mn = Mn * sc[:, None]
             if stu.trained:

@@ -6,7 +6,10 @@ coordinates S = X U^T, get C = -d(batch-mean loss)/d(lambda) from the model, and
 
     W <- (I - lr D) W + lr C^T X,     D = diag_j(sum_i C_ij lambda_ij / Q_jj) (spherical only),
 
-then renormalise the rows (spherical or projected). The frame U is the first a canonical
+then renormalise the rows (spherical or projected): by |w_j|, or with the covariance norm
+(``Training(norm="covariance")``, Sigma = I + U^T B U) by |w_j|_Sigma = sqrt(|w_j|^2 +
+w_j[:a] B w_j[:a]^T), D_j then using the Sigma-fields x^T Sigma w_j = lambda_j + x[:a] B w_j[:a]^T
+and |w_j|_Sigma^2 in place of Q_jj (the Sigma-orthogonal tangent projection). The frame U is the first a canonical
 basis vectors: Gaussian data laws and the initial states are invariant under rotations that
 fix the frame, so this is exact in law and makes S = X[:, :a] free. Memory is
 O(seeds * (p + n) * d); no d-vector is stored over time. A loss that needs the sample's
@@ -48,6 +51,12 @@ class Full(StochasticEngine):
         a0 = jnp.asarray(stu.a0, dt)
         norm = model.needs_norm
         schedule = tr.lr_schedule
+        metric = model.norm_metric()  # B: Sigma = I + U^T B U (covariance norm), or None
+        B = None if metric is None else jnp.asarray(metric, dt)
+
+        def sigma_norm2(W):
+            Wf = W[:, :na]
+            return jnp.sum(W * W, axis=1) + jnp.sum((Wf @ B) * Wf, axis=1)
 
         def init(key, hyper, start):
             kw, kn = jax.random.split(key)
@@ -72,12 +81,18 @@ class Full(StochasticEngine):
             else:
                 C, ga = model.batch_grads(Z, a, xi, c)
             step_ = lr * (C.T @ X)
-            if tr.spherical:
+            if tr.spherical and B is not None:  # Sigma-orthogonal tangent projection
+                lamS = lam + X[:, :na] @ (W[:, :na] @ B).T  # x^T Sigma w_j
+                D = jnp.sum(C * lamS, axis=0) / sigma_norm2(W)
+                W = W - lr * D[:, None] * W + step_
+            elif tr.spherical:
                 D = jnp.sum(C * lam, axis=0) / jnp.sum(W * W, axis=1)
                 W = W - lr * D[:, None] * W + step_
             else:
                 W = W + step_
-            if tr.renormalise:
+            if tr.renormalise and B is not None:
+                W = W / jnp.sqrt(sigma_norm2(W))[:, None]
+            elif tr.renormalise:
                 W = W / jnp.linalg.norm(W, axis=1, keepdims=True)
             if stu.trained:
                 a = a - lr_a * ga
