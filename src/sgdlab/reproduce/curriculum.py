@@ -34,8 +34,8 @@ Parts:
    the relevant plane) and rule identification (every cluster served by an active unit with the
    right readout sign); the lottery: initial angle of each unit in the relevant plane against
    the cluster it serves at the end;
-5. ODE vs chain mean curves at one K, both from one common state (``ode_width``; off by
-   default, the ODE being far slower than the chain for this network);
+5. ODE vs chain mean curves at one K, both from one common state, at two d (``ode_ds``): the
+   order parameters' gap in standard errors shrinks with d and is a few SE at the larger d;
 6. B(K) at the fixed step lr = eta / d (the 1/K prefactor then slows learning by K) beside the
    matched one.
 
@@ -81,6 +81,12 @@ RECORDS = 40
 MIX_FRACTION = 0.5
 ODE_M0, ODE_T = 0.2, 6.0  # part 5: overlap norm of the common start, horizon (samples / d)
 ODE_QUANTITIES = ("hard_error", "Q_trace", "rel_energy", "a_abs")  # part 5: compared with the chain
+# part 5's check is on the order parameters: the hard error is a non-linear function of the state,
+# and the chain's mean error over seeds is not the error of the ODE's (mean) state
+ODE_CHECKED = ("Q_trace", "rel_energy", "a_abs")
+ODE_DS = (200, 800)  # part 5: the d of the two comparisons
+ODE_Z_MAX = 6.0  # part 5's check: largest |ODE - chain mean| / SE over records at the larger d [R]
+ODE_SEEDS = 256  # part 5: chain seeds
 SCHEDULES = ("none", "curriculum", "anti", "mixed", "anneal")
 LABELS = {"none": "no curriculum", "curriculum": "curriculum (easy first)", "anti": "anti-curriculum",
           "mixed": "random mixing", "anneal": "annealing"}
@@ -130,13 +136,14 @@ class Spec:
     schedules: tuple[str, ...]
     fixed_schedules: tuple[str, ...]  # part 6 at the fixed step
     law_K: int  # chain vs full in law: the curriculum run at this K, on both engines
-    ode_K: int | None
+    ode_K: int | None  # part 5 at this K (None: off)
+    ode_ds: tuple[int, ...] = ODE_DS  # part 5 at each of these d
 
 
 FULL = Spec(d=200, Ks=(4, 8, 16), seeds=256, horizon_t=30.0, schedules=SCHEDULES,
-            fixed_schedules=("none", "curriculum"), law_K=4, ode_K=None)
+            fixed_schedules=("none", "curriculum"), law_K=4, ode_K=4)
 QUICK = Spec(d=100, Ks=(4, 12), seeds=128, horizon_t=24.0, schedules=("none", "curriculum"),
-             fixed_schedules=("none", "curriculum"), law_K=4, ode_K=None)
+             fixed_schedules=("none", "curriculum"), law_K=4, ode_K=4)
 
 
 def xor(d: int | None = None) -> C.XORMixture:
@@ -359,7 +366,7 @@ def _ode_part(spec: Spec, store, seed: int) -> dict | None:
     if spec.ode_K is None:
         return None
     steps = int(round(ODE_T * spec.d))
-    ch = {**_desc("ode", spec.ode_K, "curriculum", d=spec.d, steps=steps, seeds=spec.seeds, seed=seed,
+    ch = {**_desc("ode", spec.ode_K, "curriculum", d=spec.d, steps=steps, seeds=ODE_SEEDS, seed=seed,
                   every=steps // 20), "start": ode_start(spec.ode_K, seed + 2026)}
     od = {**ch, "engine": "ode", "seeds": 1}
     try:
@@ -376,6 +383,55 @@ def _ode_part(spec: Spec, store, seed: int) -> dict | None:
         out[name] = chain_vs_ode(fn(o_ch), o_ch["steps"], fn(o_ode)[0], o_ode["steps"])
     out["wall_ode_s"] = float(o_ode["wall_s"])
     return out
+
+
+def _ode_parts(spec: Spec, store, seed: int) -> dict | None:
+    """Part 5 at each d of ``spec.ode_ds``: per d the largest |ODE - chain mean| over records and
+    its size in standard errors; the curves of the largest d; and the check: for every order
+    parameter of ODE_CHECKED the gap in SE shrinks from the smallest to the largest d and is
+    below ODE_Z_MAX there."""
+    if spec.ode_K is None:
+        return None
+    t0 = time.perf_counter()
+    by_d, last = {}, None
+    for d in spec.ode_ds:
+        ode = _ode_part(replace(spec, d=int(d)), store, seed)
+        if "error" in ode:
+            by_d[str(d)] = {k: v for k, v in ode.items() if k in ("K", "error")}
+            continue
+        by_d[str(d)] = {"seeds": ode["seeds"], "wall_ode_s": ode["wall_ode_s"],
+                        "max_abs_z": {k: ode[k]["max_abs_z"] for k in ODE_QUANTITIES},
+                        "max_abs_diff": {k: ode[k]["max_abs_diff"] for k in ODE_QUANTITIES}}
+        last = (d, ode)
+    part = {"K": int(spec.ode_K), "m0": ODE_M0, "by_d": by_d, "wall_s": time.perf_counter() - t0,
+            "checked": list(ODE_CHECKED), "z_max": ODE_Z_MAX}
+    zs = [by_d[str(d)]["max_abs_z"] for d in spec.ode_ds if "max_abs_z" in by_d[str(d)]]
+    if len(zs) == len(spec.ode_ds) >= 2:
+        part["check"] = {k: bool(zs[-1][k] < zs[0][k] and zs[-1][k] < ODE_Z_MAX) for k in ODE_CHECKED}
+    if last is not None:
+        d, ode = last
+        part |= {"d": int(d), "t": ode["t"], "curves": {k: ode[k] for k in ODE_QUANTITIES}}
+    return part
+
+
+def _ode_lines(part: dict | None) -> list[str]:
+    """Part 5's lines of table.md."""
+    if part is None:
+        return ["- part 5 (ODE vs chain): not in this mode"]
+    lines = []
+    for d, row in part["by_d"].items():
+        if "error" in row:
+            lines.append(f"- part 5 (ODE vs chain, K = {part['K']}, d = {d}): the ODE engine could not run it: "
+                         f"{row['error']}")
+            continue
+        z = ", ".join(f"{k} {row['max_abs_z'][k]:.1f} SE ({row['max_abs_diff'][k]:.3g})" for k in ODE_QUANTITIES)
+        lines.append(f"- part 5 (ODE vs chain mean from one state, K = {part['K']}, d = {d}, {row['seeds']} chain "
+                     f"seeds): largest |ODE - chain mean| over records: {z}")
+    if "check" in part:
+        lines.append(f"- part 5 check (order parameters {', '.join(part['checked'])}: gap in SE shrinking with d and "
+                     f"below {part['z_max']:g} SE at the larger d; the hard error, non-linear in the state, is "
+                     f"reported only): {part['check']}")
+    return lines
 
 
 # ----------------------------------------------------------------------------- figures
@@ -482,11 +538,12 @@ def _fig_subtasks(spec: Spec, rows: dict, lottery: dict):
     return fig
 
 
-def _fig_ode(ode: dict, d: int | None = None):
-    curves = {k: ode[k] for k in ODE_QUANTITIES}
-    return fig_chain_vs_ode(curves, ode["t"], title=f"Part 5: ODE vs chain from one state (overlaps {ode['m0']:g}; "
-                            f"K = {ode['K']}, curriculum; chain mean over {ode['seeds']} seeds)"
-                            + ("" if d is None else f", d = {d}"))
+def _fig_ode(part: dict):
+    """Part 5's figure at its largest d (``_ode_parts``)."""
+    d = part["d"]
+    return fig_chain_vs_ode(part["curves"], part["t"], title=f"Part 5: ODE vs chain from one state (overlaps "
+                            f"{part['m0']:g}; K = {part['K']}, curriculum; chain mean over "
+                            f"{part['by_d'][str(d)]['seeds']} seeds), d = {d}")
 
 
 # ----------------------------------------------------------------------------- main
@@ -510,14 +567,13 @@ def reproduce(*, quick: bool = False, engine: str = "chain", store: str | Path |
     ``subtasks.png`` (and ``ode.png``), ``table.md`` and ``results.json`` into ``out`` (default
     ``results/reproduce/curriculum[-quick]``). ``engine`` must be ``"chain"`` (the law check
     runs ``full`` itself); ``workers`` is unused (the seeds of a run are vmapped). ``ode_width``:
-    run part 5 at that K (off by default: the ODE of a ReLU network with biases on the four
-    clusters is far slower than the chain)."""
+    run part 5 at that K instead of 4 (0: leave part 5 out)."""
     del workers
     require_engine(engine, ("chain",), RUNS_ITSELF)
     started = time.perf_counter()
     spec = QUICK if quick else FULL
     if ode_width is not None:
-        spec = replace(spec, ode_K=int(ode_width))
+        spec = replace(spec, ode_K=int(ode_width) or None)
     out = Path(out) if out is not None else Path("results/reproduce") / ("curriculum" + ("-quick" if quick else ""))
     runs = plan(spec, seeds, seed)
     order = sorted(runs, key=lambda k: runs[k]["K"])
@@ -537,7 +593,7 @@ def reproduce(*, quick: bool = False, engine: str = "chain", store: str | Path |
                        "active": asg["active"].ravel()}
     control = _control(spec, store, seed)
     law_check = _law_check(spec, store, seed)
-    ode = _ode_part(spec, store, seed)
+    ode = _ode_parts(spec, store, seed)
     compute_s = time.perf_counter() - t_runs
 
     ben = {step: {K: benefit(rows[(step, K, "none")]["_final"], rows[(step, K, "curriculum")]["_final"])
@@ -552,6 +608,8 @@ def reproduce(*, quick: bool = False, engine: str = "chain", store: str | Path |
         "equal_noise_identical": control["all_identical"],
         "chain_equals_full_in_law": law_check["bonferroni_ok"],
     }
+    if ode is not None and "check" in ode:
+        checks["ode_within_few_se"] = all(ode["check"].values())
     # the lottery: does the initial sign of M_u1 (v > 0) / M_u2 (v < 0) decide the cluster served?
     th, cl, sg = lottery["angle"], lottery["cluster"], lottery["sign"]
     pred = np.where(sg > 0, np.where(np.cos(th) > 0, 0, 1), np.where(np.sin(th) > 0, 2, 3))
@@ -570,16 +628,12 @@ def reproduce(*, quick: bool = False, engine: str = "chain", store: str | Path |
         "runs": [_public(r) for r in rows.values()],
         "benefit": {step: {str(K): v for K, v in b.items()} for step, b in ben.items()},
         "checks": checks, "control": control, "law_check": law_check, "lottery": lottery_summary,
-        "ode": ode if ode is None else {k: v for k, v in ode.items() if k in ("K", "error", "wall_ode_s")},
+        "ode": ode,
         "compute_s": compute_s, "runs_wall_s": wall,
     }
-    if ode is not None and "error" not in ode:
-        summary["ode"] |= {"m0": ode["m0"], "max_abs_z": {k: ode[k]["max_abs_z"] for k in ODE_QUANTITIES},
-                           "curves": {k: ode[k] for k in ODE_QUANTITIES},
-                           "t": ode["t"]}
     figures = {"curves.png": _fig_curves(spec, rows), "benefit.png": _fig_benefit(spec, ben, rows),
                "subtasks.png": _fig_subtasks(spec, rows, lottery)}
-    if ode is not None and "error" not in ode:
+    if ode is not None and "curves" in ode:
         figures["ode.png"] = _fig_ode(ode)
     return write_outputs(out, name="curriculum", summary=summary, table=_table(spec, rows, ben, summary),
                          figures=figures, started=started)
@@ -629,26 +683,16 @@ def _table(spec: Spec, rows: dict, ben: dict, summary: dict) -> str:
              f"{summary['lottery']['active_serving_initial_half_plane']:.2f} of the active units end serving the "
              "cluster on the side of their initial overlap (M_u1 for v(0) > 0, M_u2 for v(0) < 0); "
              f"{summary['lottery']['fraction_active']:.2f} of the units are active at the end\n")
-    ode = summary["ode"]
-    if ode is None:
-        text += "- part 5 (ODE vs chain): not in this mode\n"
-    elif "error" in ode:
-        text += f"- part 5 (ODE vs chain, K = {ode['K']}): the ODE engine could not run it: {ode['error']}\n"
-    else:
-        text += (f"- part 5 (ODE vs chain from one finite-d state, K = {ode['K']}): max over records of "
-                 f"|ODE - chain mean| / SE: {ode['max_abs_z']}\n")
+    text += "\n".join(_ode_lines(summary["ode"])) + "\n"
     return text
 
 
-def merge_ode_part(base: str | Path, K: int = 4, ds: tuple[int, ...] = (200, 800), *, store=None,
+def merge_ode_part(base: str | Path, K: int = 4, ds: tuple[int, ...] = ODE_DS, *, store=None,
                    seed: int = 0) -> dict:
-    """Run part 5 alone (ODE vs chain at width ``K``, :func:`_ode_part` with the full spec) at each d
-    of ``ds`` and merge it into the committed outputs in ``base`` (``results.json``, ``table.md``,
-    ``ode.png`` at the largest d), leaving parts 1-4 and 6 as they are. Part 5 is off in a default
-    run (the ODE of this relu network costs minutes, the rest of the reproduction runs without it);
-    this is how it joins a finished run. The chain's mean differs from the ODE (the d -> infinity
-    limit, with its lr^2 term) by corrections that vanish with d: two d show whether the gap
-    shrinks. Returns part 5's summary."""
+    """Run part 5 alone (ODE vs chain at width ``K``, :func:`_ode_parts` with the full spec at each
+    d of ``ds``) and merge it into the committed outputs in ``base`` (``results.json``,
+    ``table.md``, ``ode.png`` at the largest d), leaving the other parts as they are: how part 5
+    joins (or is refreshed in) a finished run. Returns part 5's summary."""
     import json
 
     import matplotlib.pyplot as plt
@@ -657,37 +701,19 @@ def merge_ode_part(base: str | Path, K: int = 4, ds: tuple[int, ...] = (200, 800
 
     base = Path(base)
     summary = json.loads((base / "results.json").read_text())
-    names = ODE_QUANTITIES
-    t0 = time.perf_counter()
-    by_d, last = {}, None
-    for d in ds:
-        ode = _ode_part(replace(FULL, ode_K=int(K), d=int(d)), store, seed)
-        if "error" in ode:
-            by_d[str(d)] = {k: v for k, v in ode.items() if k in ("K", "error")}
-            continue
-        by_d[str(d)] = {"seeds": ode["seeds"], "wall_ode_s": ode["wall_ode_s"],
-                        "max_abs_z": {k: ode[k]["max_abs_z"] for k in names},
-                        "max_abs_diff": {k: ode[k]["max_abs_diff"] for k in names}}
-        last = (d, ode)
-    part = {"K": int(K), "m0": ODE_M0, "by_d": by_d, "wall_s": time.perf_counter() - t0,
-            "computed_on": device_description(), "versions": package_versions(),
-            "merged": "run alone (merge_ode_part) and merged into the committed outputs of parts 1-4 and 6"}
-    if last is not None:
-        d, ode = last
-        part |= {"d": int(d), "t": ode["t"], "curves": {k: ode[k] for k in names}}
-        fig = _fig_ode(ode, d)
+    part = _ode_parts(replace(FULL, ode_K=int(K), ode_ds=tuple(int(d) for d in ds)), store, seed)
+    part |= {"computed_on": device_description(), "versions": package_versions(),
+             "merged": "run alone (merge_ode_part) and merged into the committed outputs of the other parts"}
+    if "curves" in part:
+        fig = _fig_ode(part)
         fig.savefig(base / "ode.png", dpi=130, bbox_inches="tight")
         plt.close(fig)
     summary["ode"] = part
     summary["spec"]["ode_K"] = int(K)
+    summary["spec"]["ode_ds"] = [int(d) for d in ds]
+    if "check" in part:
+        summary.setdefault("checks", {})["ode_within_few_se"] = all(part["check"].values())
     (base / "results.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
     lines = [ln for ln in (base / "table.md").read_text().splitlines() if not ln.startswith("- part 5")]
-    for d, row in by_d.items():
-        if "error" in row:
-            lines.append(f"- part 5 (ODE vs chain, K = {K}, d = {d}): the ODE engine could not run it: {row['error']}")
-            continue
-        z = ", ".join(f"{k} {row['max_abs_z'][k]:.1f} SE ({row['max_abs_diff'][k]:.3g})" for k in names)
-        lines.append(f"- part 5 (ODE vs chain mean from one state, K = {K}, d = {d}, {row['seeds']} chain seeds): "
-                     f"largest |ODE - chain mean| over records: {z}")
-    (base / "table.md").write_text("\n".join(lines) + "\n")
+    (base / "table.md").write_text("\n".join(lines + _ode_lines(part)) + "\n")
     return part
