@@ -115,7 +115,7 @@ MEASURED: dict[str, dict[str, str]] = {
     "batch-size": {"quick": "about 2 min", "full": "about 93 min"},
     "ssi": {"quick": "about 2 min", "full": "about 28 min"},
     "fourier": {"quick": "about 1.5 min"},
-    "curriculum": {"full": "about 27 min (machine under load)"},
+    "curriculum": {"quick": "about 3 min (part 5 included)", "full": "about 28 min (machine under load; part 5: 77 s)"},
     "w2s": {"quick": "about 1-2 min (machine under load)", "full": "about 4-6 min (machine under load)"},
 }
 
