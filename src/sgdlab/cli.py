@@ -12,7 +12,7 @@
   information exponent.
 - ``sgdlab demo [--out results/demo]``: a single-index h3 target learnt by spherical SGD on
   all three engines, with a figure and a table.
-- ``sgdlab reproduce NAME [--quick] [--engine chain|full] [--store DIR] [--out DIR]``: a system
+- ``sgdlab reproduce NAME [--quick] [--engine chain|full] [--store DIR] [--out DIR] [--link NAME]``: a system
   of the literature (``info-exponent``, ``smoothing``, ``batch-size``, ``ssi``, ``fourier``) with figures, a
   table and a JSON of fitted numbers (:mod:`sgdlab.reproduce`).
 
@@ -852,6 +852,10 @@ def reproduce_command(
     links: Annotated[
         str | None, typer.Option("--links", help="Comma list of links (info-exponent), e.g. h2,h3,relu.")
     ] = None,
+    link: Annotated[
+        str | None, typer.Option("--link", help="Target and student link (pretraining; default He3), a named link "
+                                 "with information exponent >= 2, e.g. He2, He4.", show_default=False)
+    ] = None,
     parts: Annotated[
         str | None, typer.Option("--parts", help="Comma list of parts to run (info-exponent: series, batch, "
                                  "trajectory, sde); the others come from --base.")
@@ -889,6 +893,12 @@ def reproduce_command(
         opts["engine"] = engine
     if links is not None:
         opts["links"] = _links(name, links)
+    if link is not None:
+        if name != "pretraining":
+            raise ConfigError(f"--link: got {link!r} for {name!r}; allowed: only with pretraining")
+        from .reproduce.pretraining import check_link
+
+        opts["link"] = check_link(link, "--link")[0]
     if parts is not None or base is not None:
         if name != "info-exponent":
             raise ConfigError(f"--parts/--base: got them for {name!r}; allowed: only with info-exponent")

@@ -25,7 +25,8 @@ confidence intervals beside the theory, wall time, device, package versions).
   error per schedule, the curriculum benefit and the success probability vs the width K, the
   relevant-manifold and rule sub-tasks, the lottery (Sarao Mannelli, Ivashynka, Saxe, Saglietti
   2024), :mod:`sgdlab.reproduce.curriculum`;
-- ``pretraining``: PCA pre-training and transfer starts on spiked He3 single-index problems:
+- ``pretraining``: PCA pre-training and transfer starts on spiked He3 single-index problems
+  (``--link NAME``: another link of information exponent k >= 2, step rules following k):
   samples to weak recovery vs d for random, PCA and transfer starts, m(t) with the ODE, the PCA
   overlap vs BBP, the (lambda, eta1) trap diagram of the (m, r) flow, PCA signs
   (Jones-McCormick, Jagannath, Sen 2025), :mod:`sgdlab.reproduce.pretraining`;

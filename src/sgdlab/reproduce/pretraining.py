@@ -8,6 +8,8 @@ random start is exponential (the random start is trapped, the PCA start is not).
 Setting [paper]: inputs x ~ N(0, I_d + lambda v v^T), labels y = He3(w*.x), one He3 neuron
 trained by online SGD, lambda = 1, eta1 = 0.45, d = 1000, random vs PCA starts, the step chosen
 so that a random start succeeds at lambda = 0. Everything else is reconstructed [R] (``CHOICES``).
+``link`` (``--link NAME``) replaces He3 by another named link of information exponent k >= 2
+(target and matched student); the step-size rules, horizons and theory slopes follow its k.
 Engine: the exact chain (``sgdlab.engines.Chain``), whose PCA start is the exact finite-d law
 of the top eigenvector (:class:`sgdlab.init.PCA`, docs/chain.md); the (m, r) flow and the ODE
 from warm starts use the model's expected increment per step with the lr^2 corrector.
@@ -15,9 +17,10 @@ from warm starts use the model's expected increment per step with the lr^2 corre
 Parts:
 
 1. Samples to weak recovery (m >= 0.5, every step) vs d: random start (conditioned on m0 > 0)
-   at eta = delta_r d^{-3/2}, PCA (n' = d / gamma inputs, gamma = ``GAMMA``, positive sign) and
-   transfer starts at eta = delta_w / d; Kaplan-Meier medians and log-log slopes with 95%
-   intervals against k - 1 = 2 and 1.
+   at eta = delta_r d^{-k/2} (k = 3 for He3), PCA (n' = d / gamma inputs, gamma = ``GAMMA``,
+   positive sign) and transfer starts at eta = delta_w / d; Kaplan-Meier medians and log-log
+   slopes with 95% intervals against k - 1 (1 with a log d factor for k = 2, fitted with
+   ``log_correction``) and 1.
 2. m(t) at one d for the three starts: chain seeds (median, 10-90% band, mean) and the ODE from
    the warm starts (the chain's mean initial state); the largest |ODE - chain mean| in
    standard errors of the mean.
@@ -25,10 +28,12 @@ Parts:
    finite-d draws (:func:`sgdlab.spiked.pca_draws`) against the BBP limits.
 4. The trap: the (lambda, eta1) phase diagram of the flow at the random-start step (the
    outcome of the flow from the random point and from the PCA point); at one trapped setting,
-   chain runs from both starts within a budget of ``TRAP_BUDGET`` d^2 samples.
-5. Both PCA signs for the odd link: "random" (as PCA gives it) and "labels" (fixed by
+   chain runs from both starts within a budget of ``TRAP_BUDGET`` d^{k-1} samples.
+5. Both PCA signs for an odd link: "random" (as PCA gives it) and "labels" (fixed by
    ``LABELS`` labelled samples, counted in the budget): the fraction of seeds that stall
-   (m < 0.5 at the horizon), apart from the escape times of the others.
+   (m < 0.5 at the horizon), apart from the escape times of the others. For an even link the
+   loss is invariant under w -> -w and escape is measured on |m|: the sign of the PCA start
+   is irrelevant and part 5 is not run.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from ..analysis import escape_from_result, fit_scaling, wilson_interval
+from ..analysis import escape_from_result, fit_scaling, needs_log_correction, theory_exponent, wilson_interval
 from ..config import ConfigError
 from ..data import Spiked
 from ..engines import ODE, Chain
@@ -60,7 +65,7 @@ from ..spiked import (
 from ..theory import critical_delta
 from ._common import Outputs, fmt_g, markdown_table, require_engine, write_outputs
 
-__all__ = ["CHOICES", "FULL", "QUICK", "Spec", "reproduce"]
+__all__ = ["CHOICES", "FULL", "LINKS", "QUICK", "Spec", "check_link", "choices", "reproduce"]
 
 LINK = "He3"  # [paper] f = He3 = x^3 - 3x (c_3 = sqrt 6 in the orthonormal basis)
 LAMBDA = 1.0  # [paper]
@@ -74,7 +79,66 @@ RANDOM_FRACTION = 0.5  # [R] delta_r = RANDOM_FRACTION * delta_c(lambda = 0)
 WARM_FRACTION = 0.5  # [R] delta_w = WARM_FRACTION * (largest logged delta whose flow escapes from the PCA point)
 DELTA_GRID = tuple(2.0**-k for k in range(1, 13))  # logged warm-step scan (eta = delta / d)
 THRESHOLD = 0.5
-TRAP_BUDGET = 30.0  # [R] part 4: chain budget in units of d^2 samples
+TRAP_BUDGET = 30.0  # [R] part 4: chain budget in units of d^{k-1} samples
+
+
+def _links() -> tuple[str, ...]:
+    from .._functions import LINK_NAMES, information_exponent
+
+    return tuple(n for n in LINK_NAMES if (information_exponent(n, None, 8) or 0) >= 2)
+
+
+LINKS = _links()  # the named links with information exponent k >= 2 (He2.., h2.., abs)
+
+
+def check_link(link: Any, field: str = "link") -> tuple[str, int]:
+    """(name, information exponent k) of a link for this reproduction, or a one-line
+    :class:`~sgdlab.config.ConfigError` naming ``field``, the value and the allowed names."""
+    from .._errors import did_you_mean
+    from .._functions import information_exponent
+
+    if not isinstance(link, str) or link not in LINKS:
+        why = ""
+        if isinstance(link, str):
+            try:
+                why = f" (information exponent {information_exponent(link, None, 8)})"
+            except ValueError:
+                why = did_you_mean(link, LINKS)
+        raise ConfigError(f"{field}: got {link!r}{why}; allowed: a named link with information exponent k >= 2: "
+                          f"{', '.join(LINKS)}")
+    return link, int(information_exponent(link, None, 8))
+
+
+def _half(k: int) -> str:
+    """k / 2 as written in the exponent of the random-start step: '3/2' for k = 3, '1' for k = 2."""
+    return f"{k // 2}" if k % 2 == 0 else f"{k}/2"
+
+
+def _odd(link: str) -> bool:
+    """Whether the link is odd (its even Hermite coefficients vanish)."""
+    from .._functions import hermite_coefficients
+
+    return bool(np.all(np.abs(hermite_coefficients(link, 8)[::2]) < 1e-12))
+
+
+def choices(link: str = LINK) -> dict[str, list[str]]:
+    """The settings of the run, marked [paper] / [prior] / [R], for ``link`` (the paper's He3
+    by default; another link is itself an [R] choice)."""
+    _, k = check_link(link)
+    half = _half(k)
+    out = {
+        "paper": list(CHOICES["paper"]),
+        "prior": [CHOICES["prior"][0],
+                  f"BAGJ: random start n ~ d^{{k-1}} (k = {k}) at eta ~ d^{{-{half}}}; a Theta(1) warm start n ~ d "
+                  "at eta ~ 1/d"],
+        "R": [c.replace("d^-3/2", f"d^-{half}").replace("d^2 samples", "d^{k-1} samples" if k != 3 else "d^2 samples")
+              for c in CHOICES["R"]],
+    }
+    if link != LINK:
+        out["R"].insert(0, f"link {link} (information exponent k = {k}) in place of the paper's {LINK}: target "
+                           f"y = {link}(w*.x) and a {link} student")
+    return out
+
 
 CHOICES = {
     "paper": [
@@ -146,20 +210,24 @@ QUICK = Spec(random_ds=(40, 64), warm_ds=(40, 64), seeds=32, random_horizon=120.
              sign_d=64, sign_seeds=32, calibration_d=64, trap_check=False, signs=False)
 
 
-def _problem(d: int, lam: float = LAMBDA, eta1: float = ETA1) -> Problem:
-    return Problem(d=d, link=LINK, data=Spiked(strength=lam, overlap=eta1))
+def _problem(d: int, lam: float = LAMBDA, eta1: float = ETA1, link: str = LINK) -> Problem:
+    return Problem(d=d, link=link, data=Spiked(strength=lam, overlap=eta1))
 
 
-def _transfer_problems(d: int) -> tuple[Problem, Problem]:
+def _transfer_problems(d: int, link: str = LINK) -> tuple[Problem, Problem]:
     """(source, target) on the same inputs: frame [w*, w*_2, v_perp], the spike in span(w*, v_perp)."""
     data = Spiked(strength=LAMBDA, overlap=[ETA1, 0.0])
     c = C_TRANSFER
     source = Problem(d=d, directions=2, link="He1", weights=(c, math.sqrt(1 - c * c)), data=data)
-    target = Problem(d=d, directions=2, link=LINK, weights=(1.0, 0.0), data=data)
+    target = Problem(d=d, directions=2, link=link, weights=(1.0, 0.0), data=data)
     return source, target
 
 
 STUDENT = Student(activation=LINK)
+
+
+def _student(link: str) -> Student:
+    return STUDENT if link == LINK else Student(activation=link)
 
 
 def _training(lr: float, steps: int, init: Any, records: int = 100) -> Training:
@@ -183,37 +251,42 @@ def _stats(res, seed: int, extra_samples: int = 0) -> dict:
             "median_hi": fin(s.median_samples_ci[1])}
 
 
-def _fit(rows: list[dict], theory: float) -> dict:
+def _fit(rows: list[dict], theory: float, log_correction: bool = False) -> dict:
     ok = [r for r in rows if r["median"] is not None]
     if len(ok) < 2:
         return {"slope": None, "theory": theory, "error": "fewer than two finite medians"}
     hi = [r["median_hi"] if r["median_hi"] is not None else math.inf for r in ok]
     try:
-        f = fit_scaling([r["d"] for r in ok], [r["median"] for r in ok], [r["median_lo"] for r in ok], hi)
+        f = fit_scaling([r["d"] for r in ok], [r["median"] for r in ok], [r["median_lo"] for r in ok], hi,
+                        log_correction=log_correction)
     except ValueError as e:
         return {"slope": None, "theory": theory, "error": str(e)}
-    return {"slope": f.slope, "ci": list(f.ci), "stderr": f.stderr, "intercept": f.intercept, "theory": theory,
-            "theory_in_ci": bool(f.ci[0] <= theory <= f.ci[1]), "n_points": f.n}
+    out = {"slope": f.slope, "ci": list(f.ci), "stderr": f.stderr, "intercept": f.intercept, "theory": theory,
+           "theory_in_ci": bool(f.ci[0] <= theory <= f.ci[1]), "n_points": f.n}
+    if log_correction:  # the slope of median / log d (the d log d law of k = 2)
+        out["log_correction"] = True
+    return out
 
 
 # ----------------------------------------------------------------------------- calibration
 
 
-def random_delta() -> dict:
-    """delta_r = RANDOM_FRACTION * delta_c of the lambda = 0 problem (logged)."""
-    dc = critical_delta(LINK, LINK)
+def random_delta(link: str = LINK) -> dict:
+    """delta_r = RANDOM_FRACTION * delta_c of the lambda = 0 problem (logged): the random-start
+    step is eta = delta_r d^{-k/2} (k the link's information exponent)."""
+    dc = critical_delta(link, link)
     return {"delta_c_lambda0": dc, "fraction": RANDOM_FRACTION, "delta_r": RANDOM_FRACTION * dc,
             "rule": "delta_r = fraction x 2 k |c_k| / V(0) at lambda = 0 (theory.critical_delta)"}
 
 
-def warm_delta(d: int) -> dict:
+def warm_delta(d: int, link: str = LINK) -> dict:
     """delta_w from the (m, r) flow: the largest delta of DELTA_GRID whose flow escapes from
     the BBP PCA point at (LAMBDA, ETA1) within 100 d / delta steps, times WARM_FRACTION."""
-    prob = _problem(d)
+    prob = _problem(d, link=link)
     pm, pr = pca_point(prob.data, GAMMA)
     log = []
     best = None
-    base = Flow(prob, STUDENT, _training(DELTA_GRID[0] / d, 1, "random"))
+    base = Flow(prob, _student(link), _training(DELTA_GRID[0] / d, 1, "random"))
     for delta in DELTA_GRID:
         out = base.at_lr(delta / d).outcome(pm, pr, 100.0 * d / delta)
         log.append({"delta": delta, "outcome": out["outcome"], "steps": out["steps"]})
@@ -230,24 +303,28 @@ def warm_delta(d: int) -> dict:
 # ----------------------------------------------------------------------------- parts
 
 
-def _random_run(d, delta_r, spec, seeds, seed, lam=LAMBDA, eta1=ETA1, horizon=None):
-    steps = int((horizon or spec.random_horizon) * d * d)
-    return _run(_problem(d, lam, eta1), _training(delta_r * d**-1.5, steps, RandomPositive()), seeds=seeds, seed=seed)
+def _random_run(d, delta_r, spec, seeds, seed, lam=LAMBDA, eta1=ETA1, horizon=None, link=LINK, k=3):
+    """Random start at eta = delta_r d^{-k/2} for (horizon or spec.random_horizon) d^{k-1} samples."""
+    steps = int((horizon or spec.random_horizon) * d ** (k - 1))
+    return _run(_problem(d, lam, eta1, link), _training(delta_r * d ** (-k / 2), steps, RandomPositive()),
+                seeds=seeds, seed=seed, student=_student(link))
 
 
-def _pca_run(d, delta_w, spec, seeds, seed, sign="positive", labels=0, lam=LAMBDA, eta1=ETA1, steps=None, stop=None):
+def _pca_run(d, delta_w, spec, seeds, seed, sign="positive", labels=0, lam=LAMBDA, eta1=ETA1, steps=None, stop=None,
+             link=LINK):
     n = int(round(d / GAMMA))
     steps = steps or int(spec.warm_horizon * d / delta_w)
-    return _run(_problem(d, lam, eta1), _training(delta_w / d, steps, PCA(n, sign, labels)), seeds=seeds, seed=seed,
-                stop=stop)
+    return _run(_problem(d, lam, eta1, link), _training(delta_w / d, steps, PCA(n, sign, labels)), seeds=seeds,
+                seed=seed, stop=stop, student=_student(link))
 
 
-def _transfer_runs(d, delta_w, spec, seeds, seed):
-    source, target = _transfer_problems(d)
+def _transfer_runs(d, delta_w, spec, seeds, seed, link=LINK):
+    source, target = _transfer_problems(d, link)
     src = _run(source, _training(SOURCE_LR / d, SOURCE_STEPS * d, "random"), seeds=seeds, seed=seed, stop=None,
                student=Student(activation="He1"))
     steps = int(spec.warm_horizon * d / delta_w)
-    tgt = _run(target, _training(delta_w / d, steps, FromResult(src)), seeds=seeds, seed=seed + 1)
+    tgt = _run(target, _training(delta_w / d, steps, FromResult(src)), seeds=seeds, seed=seed + 1,
+               student=_student(link))
     return src, tgt
 
 
@@ -255,14 +332,14 @@ def _m(res) -> np.ndarray:
     return res.overlap()[:, :, 0, 0]  # (seeds, records)
 
 
-def _ode_compare(chain_res, problem, delta_w, init) -> dict:
+def _ode_compare(chain_res, problem, delta_w, init, student=STUDENT) -> dict:
     """ODE from ``init`` on the chain's record grid vs the chain's mean m: max |diff| / SE."""
     from ..api import run
 
     steps = int(chain_res.steps[-1])
     every = int(chain_res.steps[1] - chain_res.steps[0]) if len(chain_res.steps) > 1 else steps
     tr = _training(delta_w / problem.d, steps, init)
-    ode = run(problem, STUDENT, tr, engine=ODE(), record=Record(every=every, escape_threshold=THRESHOLD))
+    ode = run(problem, student, tr, engine=ODE(), record=Record(every=every, escape_threshold=THRESHOLD))
     m = _m(chain_res)
     ok = np.all(np.isfinite(m), axis=0)
     mean, se = m.mean(axis=0), m.std(axis=0, ddof=1) / math.sqrt(m.shape[0])
@@ -303,11 +380,11 @@ def _lambda0(spec: Spec, seed: int) -> dict:
     return {"d": d, "n_samples": n, "seeds": len(out["m"]), "ks_pvalue_m2_vs_uniform": float(p)}
 
 
-def _part4(spec: Spec, delta_r: float, seeds: int, seed: int) -> dict:
+def _part4(spec: Spec, delta_r: float, seeds: int, seed: int, link: str = LINK, k: int = 3) -> dict:
     d = spec.phase_d
-    tr = _training(delta_r * d**-1.5, 1, "random")
-    rows = scan(_problem(d), STUDENT, tr, strengths=spec.phase_lambdas, overlaps=spec.phase_eta1s, gamma=GAMMA,
-                budget=1e3 * d * d, fixed_points=True)
+    tr = _training(delta_r * d ** (-k / 2), 1, "random")
+    rows = scan(_problem(d, link=link), _student(link), tr, strengths=spec.phase_lambdas, overlaps=spec.phase_eta1s,
+                gamma=GAMMA, budget=1e3 * d ** (k - 1), fixed_points=True)
     for r in rows:  # the random point's distance to the separatrix: the saddle's m in units of d^-1/2
         saddles = [f for f in r["fixed_points"] if not f["stable"] and 0 < f["m"] < THRESHOLD]
         r["saddle_m_sqrt_d"] = min((f["m"] for f in saddles), default=None)
@@ -319,22 +396,23 @@ def _part4(spec: Spec, delta_r: float, seeds: int, seed: int) -> dict:
         pick = max(traps, key=lambda r: (r["pca_m"] < THRESHOLD, r["saddle_m_sqrt_d"] or 0.0))
         lam, e1 = pick["strength"], pick["overlap"]
         dt = spec.trap_d
-        budget = TRAP_BUDGET * dt * dt
-        rr = _random_run(dt, delta_r, spec, spec.trap_seeds, seed + 40, lam, e1, horizon=TRAP_BUDGET)
-        pr = _pca_run(dt, delta_r * dt**-0.5, spec, spec.trap_seeds, seed + 41, lam=lam, eta1=e1,
-                      steps=int(budget))
+        budget = TRAP_BUDGET * dt ** (k - 1)
+        rr = _random_run(dt, delta_r, spec, spec.trap_seeds, seed + 40, lam, e1, horizon=TRAP_BUDGET, link=link, k=k)
+        pr = _pca_run(dt, delta_r * dt ** (1 - k / 2), spec, spec.trap_seeds, seed + 41, lam=lam, eta1=e1,
+                      steps=int(budget), link=link)  # the random start's step eta = delta_r d^{-k/2}
         check = {"strength": lam, "overlap": e1, "d": dt, "budget_samples": budget,
-                 "step": delta_r * dt**-1.5, "random": _stats(rr, seed), "pca": _stats(pr, seed),
+                 "step": delta_r * dt ** (-k / 2), "random": _stats(rr, seed), "pca": _stats(pr, seed),
                  "flow_saddle_m_sqrt_d": pick["saddle_m_sqrt_d"]}
-    return {"d": d, "step": delta_r * d**-1.5, "grid": rows, "check": check}
+    return {"d": d, "step": delta_r * d ** (-k / 2), "grid": rows, "check": check}
 
 
-def _part5(spec: Spec, delta_w: float, seed: int) -> dict:
+def _part5(spec: Spec, delta_w: float, seed: int, link: str = LINK) -> dict:
     d = spec.sign_d
     steps = int(spec.warm_horizon * d / delta_w)
     out = {}
     for sign, labels in (("random", 0), ("labels", LABELS)):
-        res = _pca_run(d, delta_w, spec, spec.sign_seeds, seed + 50, sign=sign, labels=labels, steps=steps, stop=None)
+        res = _pca_run(d, delta_w, spec, spec.sign_seeds, seed + 50, sign=sign, labels=labels, steps=steps, stop=None,
+                       link=link)
         m_end = _m(res)[:, -1]
         m0 = _m(res)[:, 0]
         stalled = ~(np.nan_to_num(m_end, nan=-1.0) >= THRESHOLD)
@@ -350,6 +428,49 @@ def _part5(spec: Spec, delta_w: float, seed: int) -> dict:
     return {"d": d, **out}
 
 
+def calibrate(spec: Spec, link: str = LINK, k: int = 3, seeds: int | None = None, seed: int = 0) -> dict:
+    """The logged step rules for ``link``: the random-start delta_r (theory, checked by a chain
+    run at lambda = 0 on ``spec.calibration_d``) and the warm delta_w (the (m, r) flow)."""
+    cal_r = random_delta(link)
+    cal_w = warm_delta(spec.phase_d, link)
+    check0 = _random_run(spec.calibration_d, cal_r["delta_r"], spec, seeds or spec.seeds, seed + 1, lam=0.0,
+                         link=link, k=k)
+    cal_r["check_lambda0"] = _stats(check0, seed)
+    cal_r["check_lambda0"]["escaped_within_budget"] = cal_r["check_lambda0"]["median"] is not None
+    return {"random": cal_r, "warm": cal_w}
+
+
+def part1(spec: Spec, delta_r: float, delta_w: float, *, link: str = LINK, k: int = 3, seeds: int | None = None,
+          seed: int = 0, say=None) -> tuple[dict, dict, dict]:
+    """Part 1: (series, fits, runs) of the samples to weak recovery vs d for the random, PCA and
+    transfer starts of ``link`` (information exponent ``k``): random start at eta = delta_r
+    d^{-k/2}, theory slope k - 1 (k = 2: 1, fitted with the log d factor); PCA and transfer at
+    eta = delta_w / d, theory slope 1."""
+    n_seeds = seeds or spec.seeds
+    series: dict[str, list[dict]] = {"random": [], "pca": [], "transfer": []}
+    keep: dict[Any, Any] = {}
+    for d in spec.random_ds:
+        if say:
+            say(f"random start, d = {d}")
+        res = _random_run(d, delta_r, spec, n_seeds, seed + 2, link=link, k=k)
+        series["random"].append(_stats(res, seed))
+        keep[("random", d)] = res
+    for d in spec.warm_ds:
+        if say:
+            say(f"PCA and transfer starts, d = {d}")
+        res = _pca_run(d, delta_w, spec, n_seeds, seed + 3, link=link)
+        series["pca"].append({**_stats(res, seed), "unlabelled_samples": int(round(d / GAMMA))})
+        keep[("pca", d)] = res
+        src, tgt = _transfer_runs(d, delta_w, spec, n_seeds, seed + 4, link=link)
+        m_src = _m(src)[:, -1]
+        series["transfer"].append({**_stats(tgt, seed), "source_samples": int(src.steps[-1]),
+                                   "start_m_mean": float(np.mean(m_src))})
+        keep[("transfer", d)] = (src, tgt)
+    fits = {"random": _fit(series["random"], float(theory_exponent(k)), log_correction=needs_log_correction(k)),
+            "pca": _fit(series["pca"], 1.0), "transfer": _fit(series["transfer"], 1.0)}
+    return series, fits, keep
+
+
 def reproduce(
     *,
     quick: bool = False,
@@ -360,99 +481,92 @@ def reproduce(
     workers: int | None = None,
     progress: bool = False,
     seed: int = 0,
+    link: str = LINK,
 ) -> Outputs:
     """Run every part and write ``scaling.png``, ``trajectories.png``, ``bbp.png``,
     ``phase.png``, ``table.md`` and ``results.json`` into ``out`` (default
-    ``results/reproduce/pretraining[-quick]``). ``engine`` must be ``"chain"`` (the d-dimensional
-    simulation of d^2 samples at these d is out of reach; the chain is exact); ``store`` and
-    ``workers`` are unused (runs are vmapped over seeds in this process)."""
+    ``results/reproduce/pretraining[-quick]``, with ``-LINK`` for a link other than He3).
+    ``link``: the target and matched student, a named link of information exponent k >= 2
+    (:data:`LINKS`; the paper's He3 by default): the random-start step delta_r d^{-k/2} and
+    horizon (d^{k-1} samples) and the theory slope follow k. ``engine`` must be ``"chain"`` (the
+    d-dimensional simulation of d^{k-1} samples at these d is out of reach; the chain is exact);
+    ``store`` and ``workers`` are unused (runs are vmapped over seeds in this process)."""
     del store, workers
+    link, k = check_link(link)
     require_engine(engine, ("chain",), "the exact chain; the full engine is checked against it in law in the tests")
     started = time.perf_counter()
     spec = QUICK if quick else FULL
     n_seeds = seeds or spec.seeds
-    out = Path(out) if out is not None else Path("results/reproduce") / ("pretraining" + ("-quick" if quick else ""))
+    if out is None:
+        out = Path("results/reproduce") / ("pretraining" + ("" if link == LINK else f"-{link}")
+                                           + ("-quick" if quick else ""))
+    out = Path(out)
+    student = _student(link)
 
     def say(msg):
         if progress:
             print(f"[pretraining] {time.perf_counter() - started:7.1f} s: {msg}", flush=True)
 
-    cal_r = random_delta()
-    cal_w = warm_delta(spec.phase_d)
-    delta_r, delta_w = cal_r["delta_r"], cal_w["delta_w"]
+    cal = calibrate(spec, link, k, n_seeds, seed)
+    delta_r, delta_w = cal["random"]["delta_r"], cal["warm"]["delta_w"]
     say(f"delta_r = {delta_r:.4g}, delta_w = {delta_w:.4g}")
-    check0 = _random_run(spec.calibration_d, delta_r, spec, n_seeds, seed + 1, lam=0.0)
-    cal_r["check_lambda0"] = _stats(check0, seed)
-    cal_r["check_lambda0"]["escaped_within_budget"] = cal_r["check_lambda0"]["median"] is not None
 
-    # part 1
-    series: dict[str, list[dict]] = {"random": [], "pca": [], "transfer": []}
-    keep: dict[str, Any] = {}
-    for d in spec.random_ds:
-        say(f"random start, d = {d}")
-        res = _random_run(d, delta_r, spec, n_seeds, seed + 2)
-        series["random"].append(_stats(res, seed))
-        keep[("random", d)] = res
-    for d in spec.warm_ds:
-        say(f"PCA and transfer starts, d = {d}")
-        res = _pca_run(d, delta_w, spec, n_seeds, seed + 3)
-        series["pca"].append({**_stats(res, seed), "unlabelled_samples": int(round(d / GAMMA))})
-        keep[("pca", d)] = res
-        src, tgt = _transfer_runs(d, delta_w, spec, n_seeds, seed + 4)
-        m_src = _m(src)[:, -1]
-        series["transfer"].append({**_stats(tgt, seed), "source_samples": int(src.steps[-1]),
-                                   "start_m_mean": float(np.mean(m_src))})
-        keep[("transfer", d)] = (src, tgt)
-    fits = {"random": _fit(series["random"], 2.0), "pca": _fit(series["pca"], 1.0),
-            "transfer": _fit(series["transfer"], 1.0)}
+    series, fits, keep = part1(spec, delta_r, delta_w, link=link, k=k, seeds=n_seeds, seed=seed, say=say)
 
     # part 2
     dT = spec.trajectory_d
     say(f"trajectories and ODE, d = {dT}")
-    pca_res = keep.get(("pca", dT)) or _pca_run(dT, delta_w, spec, n_seeds, seed + 3)
+    pca_res = keep.get(("pca", dT)) or _pca_run(dT, delta_w, spec, n_seeds, seed + 3, link=link)
     m0 = pca_res.M[:, 0, 0].mean(axis=0)
-    traj = {"pca": _ode_compare(pca_res, _problem(dT), delta_w, Gram([[1.0]], [m0]))}
-    src, tgt = keep.get(("transfer", dT)) or _transfer_runs(dT, delta_w, spec, n_seeds, seed + 4)
+    traj = {"pca": _ode_compare(pca_res, _problem(dT, link=link), delta_w, Gram([[1.0]], [m0]), student)}
+    src, tgt = keep.get(("transfer", dT)) or _transfer_runs(dT, delta_w, spec, n_seeds, seed + 4, link=link)
     if not quick:  # one more ODE build (the three-direction frame); the quick run checks the PCA start
-        traj["transfer"] = _ode_compare(tgt, _transfer_problems(dT)[1], delta_w, FromResult(src))
-    rnd = keep.get(("random", dT)) or _random_run(dT, delta_r, spec, n_seeds, seed + 2)
+        traj["transfer"] = _ode_compare(tgt, _transfer_problems(dT, link)[1], delta_w, FromResult(src), student)
+    rnd = keep.get(("random", dT)) or _random_run(dT, delta_r, spec, n_seeds, seed + 2, link=link, k=k)
     mr_ = _m(rnd)
     traj["random"] = {"steps": rnd.steps, "chain_q10": np.nanquantile(mr_, 0.1, axis=0),
                       "chain_q50": np.nanmedian(mr_, axis=0), "chain_q90": np.nanquantile(mr_, 0.9, axis=0)}
-    pca_start = mr(pca_res.M[:, 0, 0], _problem(dT).data)
+    pca_start = mr(pca_res.M[:, 0, 0], _problem(dT, link=link).data)
 
     # parts 3-5
     say("BBP")
     bbp = _part3(spec, seed)
     lam0 = _lambda0(spec, seed)
     say("trap phase diagram")
-    trap = _part4(spec, delta_r, n_seeds, seed)
+    trap = _part4(spec, delta_r, n_seeds, seed, link, k)
+    odd = _odd(link)
     say("PCA signs")
-    signs = _part5(spec, delta_w, seed) if spec.signs else None
+    signs = _part5(spec, delta_w, seed, link) if spec.signs and odd else None
 
     escape_pca = [r["median"] is not None and r["n_escaped"] == r["n_seeds"] for r in series["pca"]]
+    random_law = "~d^2" if k == 3 else "~d log d" if k == 2 else f"~d^{k - 1}"
     summary = {
-        "claim": "PCA pre-training and transfer cut the samples to weak recovery of a spiked He3 single-index "
-                 "model from ~d^2 (random start) to ~d; in some settings the random start is trapped "
+        "claim": f"PCA pre-training and transfer cut the samples to weak recovery of a spiked {link} single-index "
+                 f"model from {random_law} (random start) to ~d; in some settings the random start is trapped "
                  "(Jones-McCormick, Jagannath, Sen 2025)",
-        "engine": "chain", "quick": quick, "spec": asdict(spec), "choices": CHOICES, "seeds": n_seeds,
-        "parameters": {"link": LINK, "lambda": LAMBDA, "eta1": ETA1, "gamma": GAMMA, "labels": LABELS,
+        "engine": "chain", "quick": quick, "spec": asdict(spec), "choices": choices(link), "seeds": n_seeds,
+        "parameters": {"link": link, "lambda": LAMBDA, "eta1": ETA1, "gamma": GAMMA, "labels": LABELS,
                        "c_transfer": C_TRANSFER, "threshold": THRESHOLD, "loss": "square (1/2)",
                        "geometry": "spherical, Euclidean unit sphere"},
-        "calibration": {"random": cal_r, "warm": cal_w},
+        "calibration": cal,
         "part1_scaling": {"series": series, "fits": fits, "pca_all_escape": escape_pca},
         "part2_trajectories": {
             "d": dT, "pca_start_m_mean": float(np.mean(pca_start[0])), "pca_start_r2_mean": float(np.mean(
                 pca_start[1] ** 2)), "bbp_r2": float(bbp_overlap(LAMBDA, GAMMA)),
-            "ode_vs_chain": {k: {"max_z": v["max_z"], "max_abs_diff": v["max_abs_diff"]}
-                             for k, v in traj.items() if "max_z" in v}},
+            "ode_vs_chain": {k_: {"max_z": v["max_z"], "max_abs_diff": v["max_abs_diff"]}
+                             for k_, v in traj.items() if "max_z" in v}},
         "part3_bbp": bbp,
         "part3_lambda0": lam0,
         "part4_trap": trap,
         "part5_signs": signs,
     }
-    table = _table(summary)
-    figures = {"scaling.png": _scaling_figure(series, fits), "trajectories.png": _traj_figure(traj, dT),
+    if link != LINK:
+        summary["parameters"]["information_exponent"] = k
+    if not odd:
+        summary["part5_note"] = (f"not run: {link} is even, so the loss is invariant under w -> -w and escape is "
+                                 "measured on |m|; the sign of the PCA start does not matter")
+    table = _table(summary, link, k)
+    figures = {"scaling.png": _scaling_figure(series, fits, link), "trajectories.png": _traj_figure(traj, dT),
                "bbp.png": _bbp_figure(bbp, spec), "phase.png": _phase_figure(trap, spec)}
     return write_outputs(out, name="pretraining", summary=summary, table=table, figures=figures, started=started)
 
@@ -460,14 +574,14 @@ def reproduce(
 # ----------------------------------------------------------------------------- outputs
 
 
-def _table(s: dict) -> str:
+def _table(s: dict, link: str = LINK, k: int = 3) -> str:
     p1 = s["part1_scaling"]
     cols = [("d", "d", fmt_g()), ("n_escaped", "escaped", fmt_g()), ("n_seeds", "seeds", fmt_g()),
             ("median", "median samples", fmt_g()), ("median_lo", "95% lo", fmt_g()), ("median_hi", "95% hi", fmt_g()),
             ("horizon_samples", "horizon", fmt_g())]
     cal = s["calibration"]
     text = ("Engine: chain (exact). Settings marked [paper] / [prior] / [R] are listed in results.json (`choices`).\n\n"
-            f"Step sizes (logged rules): random eta = {cal['random']['delta_r']:.4g} d^-3/2 "
+            f"Step sizes (logged rules): random eta = {cal['random']['delta_r']:.4g} d^-{_half(k)} "
             f"({cal['random']['fraction']} x delta_c = {cal['random']['delta_c_lambda0']:.4g} at lambda = 0; "
             f"check at lambda = 0, d = {cal['random']['check_lambda0']['d']}: median "
             f"{fmt_g()(cal['random']['check_lambda0']['median'])} samples); "
@@ -476,9 +590,11 @@ def _table(s: dict) -> str:
             "escapes from the PCA point).\n\n## 1. Samples to weak recovery (m >= 0.5)\n")
     for name in ("random", "pca", "transfer"):
         text += f"\n### {name}\n\n" + markdown_table(p1["series"][name], cols)
-    rows = [{"series": k, **v, "lo": (v.get("ci") or [None, None])[0], "hi": (v.get("ci") or [None, None])[1]}
-            for k, v in p1["fits"].items()]
-    text += "\n### Log-log slopes (95% CI)\n\n" + markdown_table(rows, [
+    rows = [{"series": n, **v, "lo": (v.get("ci") or [None, None])[0], "hi": (v.get("ci") or [None, None])[1]}
+            for n, v in p1["fits"].items()]
+    note = " (random: the slope of median / log d, the d log d law of k = 2)" if p1["fits"]["random"].get(
+        "log_correction") else ""
+    text += f"\n### Log-log slopes (95% CI){note}\n\n" + markdown_table(rows, [
         ("series", "series", str), ("slope", "slope", fmt_g(".3f")), ("lo", "lo", fmt_g(".3f")),
         ("hi", "hi", fmt_g(".3f")), ("theory", "theory", fmt_g()), ("theory_in_ci", "theory in CI", str)])
     p2 = s["part2_trajectories"]
@@ -511,6 +627,8 @@ def _table(s: dict) -> str:
                  f"{c['pca']['n_seeds']} (median {fmt_g()(c['pca']['median'])} samples).\n")
     p5 = s["part5_signs"]
     if p5 is None:
+        if "part5_note" in s:
+            return text + f"\n## 5. PCA signs: {s['part5_note']}.\n"
         return text + "\n## 5. PCA signs: not in the quick run.\n"
     text += f"\n## 5. PCA sign for the odd link (d = {p5['d']})\n\n" + markdown_table(
         [{"sign": k, **p5[k]} for k in ("random", "labels")], [
@@ -530,7 +648,7 @@ def _provenance(fig):
              fontsize=6, color="0.4")
 
 
-def _scaling_figure(series, fits):
+def _scaling_figure(series, fits, link: str = LINK):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
@@ -551,7 +669,7 @@ def _scaling_figure(series, fits):
             ax.plot(dd, math.exp(f["intercept"]) * dd ** f["slope"], "-", color=col, lw=1)
             ax.plot(dd, med[0] * (dd / d[0]) ** f["theory"], ":", color=col, lw=1)
     ax.set(xscale="log", yscale="log", xlabel="d", ylabel="samples to m >= 0.5 (KM median, 95% CI)",
-           title="Spiked He3: random vs PCA vs transfer (dotted: theory slopes)")
+           title=f"Spiked {link}: random vs PCA vs transfer (dotted: theory slopes)")
     ax.legend(fontsize=7)
     _provenance(fig)
     return fig
