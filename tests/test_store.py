@@ -195,3 +195,21 @@ def test_store_from_before_the_kaplan_meier_median_is_migrated(tmp_path):
     with Store(tmp_path / "s") as st:
         (row,) = st.query()
         assert row["median_escape_step"] == 20.0 and row["horizon"] == 40
+
+
+def test_optional_config_keys_become_columns(tmp_path):
+    """Keys that a default configuration does not write (the PCA start's, train.norm, a [data]
+    table's fields) are added as columns when a run first has them, and can be queried.
+    Planted bug (found by a sweep): the index had only the default configuration's columns, so
+    storing such a run raised 'table runs has no column named train.pca_samples'."""
+    data = {"kind": "spiked", "strength": 1.0, "overlap": 0.45}
+    pca = validate_config({"d": 50, "seeds": 3, "data": data,
+                           "train": {"lr": 0.01, "spherical": True, "init": "pca", "pca_samples": 80}})
+    cov = validate_config({"d": 50, "seeds": 3, "data": data, "train": {"lr": 0.01, "spherical": True,
+                                                                      "norm": "covariance"}})
+    with Store(tmp_path / "s") as st:
+        st.put(run_key(cfg()), cfg(), fake_result())
+        for c in (pca, cov):
+            st.put(run_key(c), c, fake_result())
+        assert {"train.pca_samples", "train.norm", "data.strength"} <= set(st.columns())
+        assert len(st.status()) == 3

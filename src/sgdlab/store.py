@@ -381,6 +381,12 @@ class Store:
         con = self._con
         con.execute("BEGIN IMMEDIATE")
         try:
+            # optional configuration keys (a [data] table's fields, the PCA start's keys,
+            # train.norm) are columns only once some run has them
+            have = {r[1] for r in con.execute("PRAGMA table_info(runs)")}
+            for n in names:
+                if n not in have:
+                    con.execute(f"ALTER TABLE runs ADD COLUMN {_quote(n)}")
             con.execute(sql, [row[n] for n in names])
             con.execute("COMMIT")
         except BaseException:
