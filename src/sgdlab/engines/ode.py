@@ -177,7 +177,8 @@ class ODE(DeterministicEngine):
                 # saved: the ts before the event, then the state at the event, then inf
                 y_at = {k_: jnp.asarray(np.asarray(v)[int(np.sum(~later))]) for k_, v in sol.ys.items()}
                 sol2 = integrate(t_stop, y_at, ts[later], False)
-                solver_stats = {k_: v + _stats(sol2)[k_] for k_, v in solver_stats.items()}
+                more = _stats(sol2)
+                solver_stats = {k_: v + more[k_] for k_, v in solver_stats.items()}
                 for k_ in ys:
                     ys[k_][later] = np.asarray(sol2.ys[k_])[: int(later.sum())]
                 kind, t_stop = _outcome(sol2)
