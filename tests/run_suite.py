@@ -12,6 +12,8 @@ module's CPU time is ~0.9x its wall time), so two modules at a time use both cor
 the committed ``tests/durations.json`` measured on the 2-core machine; an unknown module counts
 as long) so that the last one to finish is a short one. Each module's output
 is printed in one piece when it ends.
+Each module's reproductions start cores / jobs sweep workers (``SGDLAB_WORKERS``, unless set):
+more would repeat every compilation in each worker on cores the other modules already use.
 Each module's process gets XLA's backend optimisation level 0 unless it is runtime-bound
 (``RUNTIME_BOUND``, measured; ``SGDLAB_TEST_XLA_OPT``), and each module's CPU time is reported
 beside its wall time (CPU time is the steadier measure on a shared machine).
@@ -62,8 +64,15 @@ RUNTIME_BOUND = {"tests/test_batch_size.py", "tests/test_sde.py", "tests/test_wi
                  "tests/test_curriculum.py", "tests/test_smoothing.py", "tests/test_reproduce.py"}
 
 
-def _env(module: str) -> dict[str, str]:
+# how many of a module's slowest tests pytest lists (SGDLAB_TEST_SLOWEST; 0 lists all of them)
+_N_SLOWEST = int(os.environ.get("SGDLAB_TEST_SLOWEST", "3"))
+
+
+def _env(module: str, workers: int = 1) -> dict[str, str]:
     env = dict(os.environ)
+    # the sweep workers a module's reproductions start (SGDLAB_WORKERS, unless set): the cores
+    # left to it by the modules running beside it
+    env.setdefault("SGDLAB_WORKERS", str(workers))
     mode = env.get("SGDLAB_TEST_XLA_OPT", "auto").strip().lower()
     if mode == "default" or (mode == "auto" and module in RUNTIME_BOUND):
         return env
@@ -71,13 +80,14 @@ def _env(module: str) -> dict[str, str]:
     return env
 
 
-def _run(module: str) -> tuple[str, int, float, float, str]:
+def _run(module: str, workers: int = 1) -> tuple[str, int, float, float, str]:
     """(module, exit status, wall seconds, CPU seconds of the module's process tree, output)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-q", "--durations=3", "-p", "no:cacheprovider", module],
+        [sys.executable, "-m", "pytest", "-q", f"--durations={_N_SLOWEST}", "-p", "no:cacheprovider",
+         module],
         cwd=ROOT,
-        env=_env(module),
+        env=_env(module, workers),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -106,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     failed, took, cpu = [], dict(known), {}
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(_run, m) for m in order]
+        futures = [pool.submit(_run, m, max(1, cores // jobs)) for m in order]
         for fut in as_completed(futures):
             module, rc, seconds, cpu_s, out = fut.result()
             took[module] = round(seconds, 1)

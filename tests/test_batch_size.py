@@ -21,7 +21,7 @@ from sgdlab.reproduce import batch_size
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     root = tmp_path_factory.mktemp("batch")
-    return batch_size.reproduce(quick=True, store=root / "store", out=root / "out", workers=2)
+    return batch_size.reproduce(quick=True, store=root / "store", out=root / "out")
 
 
 def test_outputs(quick):

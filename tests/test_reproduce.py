@@ -18,14 +18,14 @@ from sgdlab.reproduce import info_exponent, smoothing
 @pytest.fixture(scope="module")
 def info(tmp_path_factory):
     root = tmp_path_factory.mktemp("info")
-    out = info_exponent.reproduce(quick=True, store=root / "store", out=root / "out", workers=2)
+    out = info_exponent.reproduce(quick=True, store=root / "store", out=root / "out")
     return out
 
 
 @pytest.fixture(scope="module")
 def smooth(tmp_path_factory):
     root = tmp_path_factory.mktemp("smooth")
-    return smoothing.reproduce(quick=True, store=root / "store", out=root / "out", workers=2)
+    return smoothing.reproduce(quick=True, store=root / "store", out=root / "out")
 
 
 def test_info_exponent_outputs(info):

@@ -19,7 +19,7 @@ from sgdlab.reproduce import ssi
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     root = tmp_path_factory.mktemp("ssi")
-    return ssi.reproduce(quick=True, store=root / "store", out=root / "out", workers=2)
+    return ssi.reproduce(quick=True, store=root / "store", out=root / "out")
 
 
 def _escape(quick, **tags):

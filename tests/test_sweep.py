@@ -145,6 +145,23 @@ def test_bad_options(config_file, tmp_path):
         assert len(res.stderr.strip().splitlines()) == 1
 
 
+def test_workers_from_the_environment(config_file, tmp_path, monkeypatch):
+    """Planted bug caught: SGDLAB_WORKERS ignored (a shared machine's suite starts a worker per
+    core in every module) or a bad value that ends in a traceback or silently in one worker."""
+    from sgdlab.sweep import default_workers
+
+    monkeypatch.setenv("SGDLAB_WORKERS", "3")
+    assert default_workers() == 3
+    monkeypatch.delenv("SGDLAB_WORKERS")
+    assert default_workers() == max(1, os.cpu_count() or 1)
+    for bad in ["0", "x", "-2"]:
+        monkeypatch.setenv("SGDLAB_WORKERS", bad)
+        res = runner.invoke(app, ["sweep", str(config_file), "--store", str(tmp_path / "s")])
+        assert res.exit_code == 2 and res.stderr.startswith(f"error: SGDLAB_WORKERS: got '{bad}'"), res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.output
+        assert not (tmp_path / "s").exists()  # validated up front
+
+
 def test_expand_grid_product_order_and_dedup():
     cfgs = expand_grid(BASE, {"train.lr": [0.01, 0.02], "seed": [0, 1, 0]}, engine="full")
     assert [(c.train.lr, c.seed) for c in cfgs] == [(0.01, 0), (0.01, 1), (0.02, 0), (0.02, 1)]

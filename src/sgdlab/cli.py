@@ -551,6 +551,8 @@ def sweep_command(
         raise ConfigError(f"--workers: got {workers!r}; allowed: a positive integer")
     if dask is not None and n_workers is not None:
         raise ConfigError("--workers: got a value together with --dask; allowed: one of --workers, --dask")
+    if n_workers is None and dask is None:
+        default_workers()  # a bad SGDLAB_WORKERS is reported before anything starts
     axes = parse_grid(grid or ())
     base = load_config(config, set_ or (), engine=engine, seeds=n_seeds).to_dict()
     con = _stdout()

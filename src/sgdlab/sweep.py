@@ -236,6 +236,19 @@ class _Bar:
 
 
 def default_workers() -> int:
+    """Local worker processes of a sweep (and of a reproduction on CPU) when none is asked for:
+    ``$SGDLAB_WORKERS`` if set (a positive integer; e.g. 1 where other jobs share the cores:
+    every worker compiles the programs of its own runs, so on a busy machine more workers
+    repeat compilations instead of adding speed), else the number of CPUs."""
+    raw = os.environ.get("SGDLAB_WORKERS", "").strip()
+    if raw:
+        try:
+            n = int(raw)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise ConfigError(f"SGDLAB_WORKERS: got {raw!r}; allowed: a positive integer (or unset: the CPU count)")
+        return n
     return max(1, os.cpu_count() or 1)
 
 
