@@ -190,6 +190,44 @@ def test_chi2_sampler_traced_df_and_vmap():
     assert np.all(np.abs(x.mean(axis=0) - np.asarray(dfs)) < 5 * se)
 
 
+def _first_try_accepted(key, alpha, n):
+    """Which entries of ``gamma(key, alpha, (n,))`` the first Marsaglia–Tsang proposal
+    accepts (the same draws, the same test, written out here)."""
+    from sgdlab._wishart import Draws
+
+    dr = Draws(key, Draws.gamma_size((n,)))
+    x, u = np.asarray(dr.normal((n,))), np.asarray(dr.uniform((2, n)))[0]
+    dd = alpha - 1.0 / 3.0
+    w = 1.0 + x / np.sqrt(9.0 * dd)
+    v = w**3
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (w > 0) & (np.log(u) < 0.5 * x * x + dd - dd * v + dd * np.log(np.where(w > 0, v, 1.0)))
+
+
+@pytest.mark.parametrize("alpha", [1.0, 2.5])
+def test_gamma_retries_are_fresh_draws_of_the_same_law(alpha):
+    """The entries whose first proposal is rejected (about 5% at alpha = 1) come out of the
+    retry loop: they must again be Gamma(alpha) (one-sample KS against the exact cdf over
+    those entries alone), and uncorrelated with the rejected first proposal. A retry that
+    reused variates of the step's own draws, or drew one try's normal and uniform from the same
+    words, would fail; the check has power: the rejected proposals themselves fail it."""
+    from sgdlab._wishart import Draws, gamma
+
+    n, key = 400_000, jax.random.key(11)
+    g = np.asarray(jax.jit(lambda k: gamma(k, alpha, (n,)))(key))
+    first = _first_try_accepted(key, alpha, n)
+    retried = ~first
+    assert retried.sum() > 1000, retried.sum()
+    assert stats.kstest(g[retried], stats.gamma(alpha).cdf).pvalue > 1e-3
+    assert stats.kstest(g[first], stats.gamma(alpha).cdf).pvalue > 1e-3
+    x0 = np.asarray(Draws(key, Draws.gamma_size((n,))).normal((n,)))[retried]
+    assert abs(np.corrcoef(x0, g[retried])[0, 1]) < 5.0 / np.sqrt(retried.sum())
+    # power: the rejected first proposals are not Gamma(alpha)
+    rejected = alpha - 1.0 / 3.0
+    rejected = rejected * (1.0 + x0 / np.sqrt(9.0 * rejected)) ** 3
+    assert stats.kstest(rejected, stats.gamma(alpha).cdf).pvalue < 1e-10
+
+
 # ----------------------------------------------------------------------------- one draw per step
 
 

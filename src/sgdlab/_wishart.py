@@ -20,6 +20,8 @@ __all__ = ["Draws", "bartlett", "chi2", "gamma", "psd_cholesky", "wishart", "wis
 
 SUBKEY_BASE = 1 << 31
 GAMMA_DRAWS = 3  # variates per Gamma variate: the first proposal (a normal and a uniform) and the boost
+RETRY_BASE = 1 << 31  # first counter word of the gamma sampler's extra tries (try i: RETRY_BASE + i)
+RETRY_STRIDE = 1 << 24  # second counter words per gamma call of one key (bounds the variates of a call)
 
 
 def psd_cholesky(G: jax.Array, tol: float = 1e-13) -> tuple[jax.Array, jax.Array]:
@@ -82,7 +84,7 @@ class Draws:
 
     Normals are sqrt(2) erfinv(2u - 1), the transform of ``jax.random.normal``. The gamma
     sampler works in float64 whatever ``dtype`` (its acceptance test cancels terms of size
-    alpha) and returns ``dtype``. Its rare extra tries draw from keys folded from ``key``;
+    alpha) and returns ``dtype``. Its rare extra tries draw from fresh counters of ``key``;
     ``subkey`` hands out further independent keys (e.g. for a data law's cluster draw)."""
 
     def __init__(self, key: jax.Array, words: int, dtype=jnp.float64, *, _bits=None):
@@ -90,6 +92,7 @@ class Draws:
         self.bits = threefry_bits(jax.random.key_data(key), words) if _bits is None else _bits
         self.used = 0
         self._keys = 0
+        self._sites = 0
 
     @classmethod
     def split(cls, key: jax.Array, words: int, dtype=jnp.float64) -> tuple[jax.Array, Draws]:
@@ -99,6 +102,12 @@ class Draws:
         bits = threefry_bits(jax.random.key_data(key), 2 + words)
         nxt = jax.random.wrap_key_data(bits[:2], impl=jax.random.key_impl(key))
         return nxt, cls(key, words, dtype, _bits=bits[2:])
+
+    def _next_retry_site(self) -> int:
+        self._sites += 1
+        if self._sites * RETRY_STRIDE >= 1 << 32:
+            raise ValueError("Draws: too many gamma calls on one key")
+        return self._sites - 1
 
     def _next_key_index(self) -> int:
         # fold_in(key, j) hashes the counter pair (0, j); the draws use the pairs (i, i + h),
@@ -138,12 +147,17 @@ class Draws:
         With dd = a - 1/3, c = 1 / sqrt(9 dd): propose g = dd (1 + c x)^3, x ~ N(0, 1), and
         accept when (1 + c x) > 0 and log u < x^2 / 2 + dd - dd v + dd log v (u uniform,
         v = (1 + c x)^3). The first proposal comes from the draws; each entry keeps its first
-        accepted one, and a ``while_loop`` redraws (from keys folded from ``key``) only while
-        some entry has none, so the result is exact. Acceptance is >= 0.95 per try for every
-        alpha and > 0.999 for the large alpha of the chain's chi^2(d - P). (A second proposal
-        drawn up front for every entry was measured slower: vectorised, every entry pays for
-        it, while the loop's extra try costs little.) For alpha < 1, a = alpha + 1 and the sample
-        is multiplied by U^(1/alpha) (Gamma(alpha + 1) U^(1/alpha) ~ Gamma(alpha)).
+        accepted one, and a ``while_loop`` redraws only while some entry has none, so the
+        result is exact. Each extra try takes its normal and uniform from one hash of fresh
+        counters of ``key`` (first counter word RETRY_BASE + try; the draws, splits and
+        fold-ins of a key use first words below 2^31): one hash call per try instead of the
+        five of fold_in / split / normal / uniform: the loop body is compiled into every chain
+        step although it rarely runs, and this cut the compilation of a chain step by about a
+        third (BENCHMARKS.md). Acceptance is >= 0.95 per try for every alpha and > 0.999 for
+        the large alpha of the chain's chi^2(d - P). (A second proposal drawn up front for
+        every entry was measured slower: vectorised, every entry pays for it, while the loop's
+        extra try costs little.) For alpha < 1, a = alpha + 1 and the sample is multiplied
+        by U^(1/alpha) (Gamma(alpha + 1) U^(1/alpha) ~ Gamma(alpha)).
         """
         dtype = jnp.float64
         alpha = jnp.broadcast_to(jnp.asarray(alpha, dtype), shape)
@@ -161,15 +175,21 @@ class Draws:
         x = self.normal(shape, dtype)
         u = self.uniform((2, *shape), dtype)
         g, ok = accept(x, u[0])
-        key, j = self.key, self._next_key_index()
+        key_data, site = jax.random.key_data(self.key), self._next_retry_site()
+        size = _size(shape)
+        if 2 * size > RETRY_STRIDE:
+            raise ValueError(f"Draws.gamma: {size} variates in one call; at most {RETRY_STRIDE // 2}")
+        lo_words = jnp.uint32(site * RETRY_STRIDE) + jnp.arange(2 * size, dtype=jnp.uint32)
 
-        def body(st):  # the key is derived here, so a step whose proposals all passed pays no hash
+        def body(st):
+            # try i draws its normal and uniform from one hash of the counter pairs
+            # (RETRY_BASE + i, site * RETRY_STRIDE + k): pairs that no draw, split or fold_in of
+            # this key uses (their first word is below 2^31), so every try is independent
             g, ok, i = st
-            # the barrier ties the key to the loop counter: without it XLA hoists the
-            # loop-invariant fold_in(key, j) out of the loop and every step pays for it
-            k, i_ = jax.lax.optimization_barrier((key, i))
-            k1, k2 = jax.random.split(jax.random.fold_in(jax.random.fold_in(k, j), i_))
-            g2, ok2 = accept(jax.random.normal(k1, shape, dtype), jax.random.uniform(k2, shape, dtype))
+            hi = jnp.full((2 * size,), RETRY_BASE, jnp.uint32) + i
+            bits = threefry_2x32(key_data, jnp.concatenate([hi, lo_words]))
+            dr = Draws(self.key, 4 * size, dtype, _bits=bits)
+            g2, ok2 = accept(dr.normal(shape, dtype), dr.uniform(shape, dtype))
             return jnp.where(ok, g, g2), ok | ok2, i + 1
 
         g, _, _ = jax.lax.while_loop(lambda st: ~jnp.all(st[1]), body, (g, ok, jnp.zeros((), jnp.uint32)))
