@@ -146,18 +146,18 @@ class Draws:
 
         With dd = a - 1/3, c = 1 / sqrt(9 dd): propose g = dd (1 + c x)^3, x ~ N(0, 1), and
         accept when (1 + c x) > 0 and log u < x^2 / 2 + dd - dd v + dd log v (u uniform,
-        v = (1 + c x)^3). The first proposal comes from the draws; each entry keeps its first
-        accepted one, and a ``while_loop`` redraws only while some entry has none, so the
-        result is exact. Each extra try takes its normal and uniform from one hash of fresh
-        counters of ``key`` (first counter word RETRY_BASE + try; the draws, splits and
-        fold-ins of a key use first words below 2^31): one hash call per try instead of the
-        five of fold_in / split / normal / uniform: the loop body is compiled into every chain
-        step although it rarely runs, and this cut the compilation of a chain step by about a
-        third (BENCHMARKS.md). Acceptance is >= 0.95 per try for every alpha and > 0.999 for
-        the large alpha of the chain's chi^2(d - P). (A second proposal drawn up front for
-        every entry was measured slower: vectorised, every entry pays for it, while the loop's
-        extra try costs little.) For alpha < 1, a = alpha + 1 and the sample is multiplied
-        by U^(1/alpha) (Gamma(alpha + 1) U^(1/alpha) ~ Gamma(alpha)).
+        v = (1 + c x)^3). The first proposal comes from the draws; each entry keeps its first accepted
+        one, and a ``while_loop`` redraws only while some entry has none, so the result is
+        exact. Each extra try takes its normal and uniform from one hash of fresh counters of
+        ``key`` (first counter word RETRY_BASE + try; the draws, splits and fold-ins of a key
+        use first words below 2^31): one hash call per try instead of the five of fold_in /
+        split / normal / uniform (the loop body is compiled into every chain step although it
+        rarely runs; measured over four structures: the step's compilation -17% at XLA level 0,
+        unchanged at the default level; BENCHMARKS.md). Acceptance is >= 0.95 per try for every
+        alpha and > 0.999 for the large alpha of the chain's chi^2(d - P). (A second proposal
+        drawn up front for every entry was measured slower: vectorised, every entry pays for it,
+        while the loop's extra try costs little.) For alpha < 1, a = alpha + 1 and the sample is
+        multiplied by U^(1/alpha) (Gamma(alpha + 1) U^(1/alpha) ~ Gamma(alpha)).
         """
         dtype = jnp.float64
         alpha = jnp.broadcast_to(jnp.asarray(alpha, dtype), shape)
