@@ -147,6 +147,42 @@ def test_erf_committee_equals_the_saad_solla_equations():
     np.testing.assert_allclose(slope, lr**2 * Ecc, rtol=1e-12, atol=1e-16)
 
 
+def test_erf_rest_of_the_lr2_term_by_qmc_agrees_with_the_per_tuple_rule(monkeypatch):
+    """Beyond ERF_REST_POINTS tuple-nodes (here p = 3: 90 tuples x 6^4) the O(P/d) rest of the
+    erf lr^2 term goes to the QMC rule; p = 2 (30 tuples) keeps the per-tuple Gauss-Hermite
+    rule. The two rules' fields differ only in that rest: by the same amount at d = 100 and
+    1000 (the d-proportional part is the same closed form) and by under 2% of the rest itself.
+    Catches a QMC branch that drops or mis-weights the rest, or that counts the closed-form part
+    twice (a difference growing with d)."""
+    import sgdlab._fields as fields
+
+    p, r, lr = 3, 2, 0.05
+    s = {**_state(p, r, seed=5), "a": jnp.ones(p)}
+    qmc_budget, tuple_budget = fields.ERF_REST_POINTS, fields.SECOND_ORDER_POINTS
+
+    def velocity(d, budget):
+        monkeypatch.setattr(fields, "ERF_REST_POINTS", budget)
+        model = Model(Problem(d=d, link="erf", directions=r),
+                      Student(width=p, activation="erf", output_scale="sum"), Training(lr=lr))
+        f, _, _ = drift(model, True, None, "decomposed")
+        args = {"lr": jnp.asarray(lr), "lr_a": jnp.asarray(lr), "d": jnp.asarray(float(d))}
+        return f.expectations["second_order"], np.asarray(jax.jit(f)(0.0, s, args)["Q"])
+
+    narrow = Model(Problem(d=100, link="erf", directions=r),
+                   Student(width=2, activation="erf", output_scale="sum"), Training(lr=lr))
+    assert "Gauss-Hermite" in drift(narrow, True, None, "decomposed")[0].expectations["second_order"]
+    diffs, rests = [], []
+    for d in (100, 1000):
+        how_q, vq = velocity(d, qmc_budget)
+        how_g, vg = velocity(d, tuple_budget)
+        assert "quasi-Monte Carlo" in how_q and "Gauss-Hermite" in how_g
+        _, vg2 = velocity(d + 1000, tuple_budget)
+        rests.append(np.abs(vg - (vg2 - vg) / 1000.0 * (d - (p + r))))  # all but the d-proportional part
+        diffs.append(np.abs(vq - vg))
+    np.testing.assert_allclose(diffs[0], diffs[1], rtol=1e-6, atol=1e-12)
+    assert diffs[0].max() < 0.02 * rests[0].max(), (diffs[0].max(), rests[0].max())
+
+
 # ---------------------------------------------------------------- relu: one-dimensional references
 def _relu_pair_reference(m, C, j, u, al):
     """E[z_al theta(z_j) relu(z_u)] and E[relu(z_j) relu(z_u)] with means, by Stein's lemma,
