@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 
 from sgdlab import Chain, Full, Problem, Student, Training, run
-from sgdlab.engines._driver import _advance, _start, bucket
+from sgdlab.engines._driver import bucket, compiled_programs
 from sgdlab.risk import _risk_fn
 
 
 def counts() -> tuple[int, int, int]:
-    return _start._cache_size(), _advance._cache_size(), _risk_fn.cache_info().currsize
+    return (*compiled_programs(), _risk_fn.cache_info().currsize)
 
 
 BASE_PB = Problem(d=200, link="h3", noise=0.1)
@@ -106,3 +106,26 @@ def test_ode_traced_numbers_do_not_compile():
     res = run(pb, st, dataclasses.replace(tr, escape_threshold=0.9), engine=ODE())
     assert np.isnan(res.escape_step[0]) or res.escape_step[0] >= first.escape_step[0]
     assert events["/jax/core/compile/jaxpr_trace_duration"] == 0, dict(events)
+
+
+def test_chain_programs_take_the_cpu_compiler_options(monkeypatch):
+    """On CPU the chain's two programs are compiled with ``CPU_COMPILER_OPTIONS`` (XLA's
+    element-wise fusion emitters: about half the compile time at XLA level 0, BENCHMARKS.md)
+    and the full engine's with XLA's own; ``SGDLAB_CHAIN_XLA=default`` gives the chain XLA's
+    own too. Catches options that stop reaching the compiler (a driver that jits every
+    program alike) or an environment switch that does nothing."""
+    import jax
+
+    from sgdlab.engines import chain as chain_mod
+    from sgdlab.engines._driver import _JITTED
+    from sgdlab.model import Model
+
+    if jax.default_backend() != "cpu":
+        pytest.skip("the options are for the CPU backend")
+    model = Model(BASE_PB, BASE_ST, BASE_TR)
+    assert Chain().build(model).compiler_options == chain_mod.CPU_COMPILER_OPTIONS != ()
+    assert Full(dtype="float32").build(model).compiler_options == ()
+    run(BASE_PB, BASE_ST, BASE_TR, engine=Chain(), seeds=SEEDS)
+    assert any(opts == chain_mod.CPU_COMPILER_OPTIONS for _, opts in _JITTED)
+    monkeypatch.setenv("SGDLAB_CHAIN_XLA", "default")
+    assert Chain().build(model).compiler_options == ()

@@ -186,16 +186,16 @@ DIV_LR = 0.05  # plain SGD with h3 at d = 40: seeds diverge between steps 5 and 
 def test_step_sizes_are_traced_no_recompilation(engine):
     """Runs that differ only in lr / lr_second reuse one compiled program, and use the new
     values: bitwise equal to a run of an engine built directly for those step sizes."""
-    from sgdlab.engines._driver import _advance, drive, seed_keys
+    from sgdlab.engines._driver import compiled_programs, drive, seed_keys
     from sgdlab.model import Model
 
     pb, st = Problem(d=40, link="h3"), Student(activation="h3", second_layer="trained")
     kw = {"steps": 20, "record_every": 10, "spherical": True}
     run(pb, st, Training(lr=0.01, **kw), engine=engine, seeds=3, seed=5)
-    size = _advance._cache_size()
+    size = compiled_programs()
     tr = Training(lr=0.03, lr_second=0.002, **kw)
     res = run(pb, st, tr, engine=engine, seeds=3, seed=5)
-    assert _advance._cache_size() == size
+    assert compiled_programs() == size
     direct = drive(engine.build(Model(pb, st, tr)), seed_keys(5, 3), steps=20, every=10, threshold=0.5)
     assert np.array_equal(res.Q, direct.Q) and np.array_equal(res.a, direct.a)
     slow = run(pb, st, Training(lr=0.01, lr_second=0.002, **kw), engine=engine, seeds=3, seed=5)

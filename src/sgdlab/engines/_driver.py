@@ -68,7 +68,6 @@ def bucket(n: int) -> int:
     return -(-n // step) * step
 
 
-@partial(jax.jit, static_argnums=(0,))
 def _advance(engine: Program, carry, buffers, start, stop, every, threshold):
     """Records ``start`` to ``stop`` (traced): ``every`` steps for every seed, then observe.
 
@@ -87,7 +86,6 @@ def _advance(engine: Program, carry, buffers, start, stop, every, threshold):
     return lax.fori_loop(start, stop, block, (carry, buffers))
 
 
-@partial(jax.jit, static_argnums=(0,))
 def _start(engine: Program, keys, hyper, start, threshold):
     state = jax.vmap(engine.init, in_axes=(0, None, 0))(keys, hyper, start)
     n = keys.shape[0]
@@ -96,6 +94,24 @@ def _start(engine: Program, keys, hyper, start, threshold):
     esc = jnp.where(jax.vmap(engine.escape_stat)(state) >= threshold, 0, -1).astype(jnp.int64)
     div = jnp.where(ok, -1, 0).astype(jnp.int64)
     return (state, k, esc, div), jax.vmap(engine.observe)(state)
+
+
+_JITTED: dict = {}  # (function, compiler options) -> its jitted form
+
+
+def _compiled(fun: Callable, options: tuple) -> Callable:
+    """``fun`` jitted with the engine static and XLA's ``options`` ((name, value) pairs)."""
+    key = (fun, options)
+    if key not in _JITTED:
+        _JITTED[key] = jax.jit(fun, static_argnums=(0,), compiler_options=dict(options) or None)
+    return _JITTED[key]
+
+
+def compiled_programs() -> tuple[int, int]:
+    """How many ``_start`` and ``_advance`` programs have been compiled in this process
+    (jit cache entries, over every set of compiler options)."""
+    sizes = [(fun, jitted._cache_size()) for (fun, _), jitted in _JITTED.items()]
+    return sum(n for f, n in sizes if f is _start), sum(n for f, n in sizes if f is _advance)
 
 
 def drive(
@@ -143,14 +159,16 @@ def drive(
     if start is not None:
         start = jax.tree.map(lambda v: jnp.asarray(v)[pad], start)
     thr = jnp.asarray(threshold, jnp.float64)
-    carry, obs0 = _start(engine, keys, hyper, start, thr)
+    carry, obs0 = _compiled(_start, engine.compiler_options)(engine, keys, hyper, start, thr)
     n_full, rem = divmod(steps, every)
     n_rec = n_full + 1 + (1 if rem else 0)
     buffers = jax.tree.map(lambda o: jnp.zeros((bucket(n_rec), *o.shape), jnp.float64).at[0].set(o), obs0)
     every_ = jnp.asarray(every, jnp.int64)
 
+    advance_ = _compiled(_advance, engine.compiler_options)
+
     def advance(c, b, lo, hi, ev):
-        return _advance(engine, c, b, jnp.asarray(lo, jnp.int64), jnp.asarray(hi, jnp.int64),
+        return advance_(engine, c, b, jnp.asarray(lo, jnp.int64), jnp.asarray(hi, jnp.int64),
                         every_ if ev == every else jnp.asarray(ev, jnp.int64), thr)
 
     def finished(c) -> bool:

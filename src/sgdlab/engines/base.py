@@ -47,7 +47,9 @@ class Program:
     so runs that differ only in step size share one compiled program) and this seed's
     ``start`` data of the initial state (or ``None``). ``hyper`` holds the built model's own
     traced numbers (step sizes ``lr``, ``lr_a``; ``noise``, a factor on the label-noise draws;
-    ``d``), used when ``drive`` is given none; it takes no part in equality."""
+    ``d``), used when ``drive`` is given none; it takes no part in equality.
+    ``compiler_options``: XLA options the driver compiles this program's loops with
+    ((name, value) pairs; see :data:`sgdlab.engines.chain.CPU_COMPILER_OPTIONS`)."""
 
     init: Callable[[Any, dict, Any], Any]
     step: Callable[[Any], Any]
@@ -55,6 +57,7 @@ class Program:
     healthy: Callable[[Any], Any]
     observe: Callable[[Any], tuple[Any, Any, Any]]
     hyper: tuple = field(default=(), compare=False)  # (name, value) pairs
+    compiler_options: tuple = ()  # (name, value) pairs
 
 
 class Engine(ABC):  # noqa: B024 (the two kinds below add the abstract methods)

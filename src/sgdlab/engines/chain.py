@@ -38,6 +38,7 @@ evaluated at t for the step from t to t + 1.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import jax
@@ -50,7 +51,18 @@ from .base import Program, StochasticEngine, check_dtype
 
 __all__ = ["Chain"]
 
+# XLA options of the chain's compiled loops on CPU (SGDLAB_CHAIN_XLA=default: XLA's own):
+# XLA's element-wise fusion emitters instead of its newer MLIR ones
+CPU_COMPILER_OPTIONS = (("xla_cpu_use_fusion_emitters", False),)
 PSD_TOL = 1e-9  # relative: a Gram matrix with a Cholesky pivot below -PSD_TOL * trace has diverged
+
+
+def compiler_options() -> tuple:
+    """The chain programs' XLA options: :data:`CPU_COMPILER_OPTIONS` on the CPU backend unless
+    ``SGDLAB_CHAIN_XLA=default``; none on other backends."""
+    if jax.default_backend() != "cpu" or os.environ.get("SGDLAB_CHAIN_XLA", "").strip().lower() == "default":
+        return ()
+    return CPU_COMPILER_OPTIONS
 
 
 @dataclass(frozen=True)
@@ -184,4 +196,5 @@ class Chain(StochasticEngine):
             G = s["G"]
             return G[:p, p:], G[:p, :p], s["a"]
 
-        return Program(init, step, escape_stat, healthy, observe, hyper=tuple(model.traced_numbers(1.0).items()))
+        return Program(init, step, escape_stat, healthy, observe, hyper=tuple(model.traced_numbers(1.0).items()),
+                       compiler_options=compiler_options())
