@@ -111,21 +111,21 @@ def test_ode_traced_numbers_do_not_compile():
 def test_chain_programs_take_the_cpu_compiler_options(monkeypatch):
     """On CPU the chain's two programs are compiled with ``CPU_COMPILER_OPTIONS`` (XLA's
     element-wise fusion emitters: about half the compile time at XLA level 0, BENCHMARKS.md)
-    and the full engine's with XLA's own; ``SGDLAB_CHAIN_XLA=default`` gives the chain XLA's
+    and the full engine's with XLA's own; ``SGDLAB_XLA=default`` gives the chain XLA's
     own too. Catches options that stop reaching the compiler (a driver that jits every
     program alike) or an environment switch that does nothing."""
     import jax
 
-    from sgdlab.engines import chain as chain_mod
+    from sgdlab._xla import CPU_COMPILER_OPTIONS
     from sgdlab.engines._driver import _JITTED
     from sgdlab.model import Model
 
     if jax.default_backend() != "cpu":
         pytest.skip("the options are for the CPU backend")
     model = Model(BASE_PB, BASE_ST, BASE_TR)
-    assert Chain().build(model).compiler_options == chain_mod.CPU_COMPILER_OPTIONS != ()
+    assert Chain().build(model).compiler_options == CPU_COMPILER_OPTIONS != ()
     assert Full(dtype="float32").build(model).compiler_options == ()
     run(BASE_PB, BASE_ST, BASE_TR, engine=Chain(), seeds=SEEDS)
-    assert any(opts == chain_mod.CPU_COMPILER_OPTIONS for _, opts in _JITTED)
-    monkeypatch.setenv("SGDLAB_CHAIN_XLA", "default")
+    assert any(opts == CPU_COMPILER_OPTIONS for _, opts in _JITTED)
+    monkeypatch.setenv("SGDLAB_XLA", "default")
     assert Chain().build(model).compiler_options == ()

@@ -49,7 +49,7 @@ class Program:
     traced numbers (step sizes ``lr``, ``lr_a``; ``noise``, a factor on the label-noise draws;
     ``d``), used when ``drive`` is given none; it takes no part in equality.
     ``compiler_options``: XLA options the driver compiles this program's loops with
-    ((name, value) pairs; see :data:`sgdlab.engines.chain.CPU_COMPILER_OPTIONS`)."""
+    ((name, value) pairs; see :mod:`sgdlab._xla`)."""
 
     init: Callable[[Any, dict, Any], Any]
     step: Callable[[Any], Any]

@@ -38,31 +38,20 @@ evaluated at t for the step from t to t + 1.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 
 from .._wishart import Draws, psd_cholesky
+from .._xla import compiler_options
 from ..model import BaseModel
 from ._driver import MAX_NORM2
 from .base import Program, StochasticEngine, check_dtype
 
 __all__ = ["Chain"]
 
-# XLA options of the chain's compiled loops on CPU (SGDLAB_CHAIN_XLA=default: XLA's own):
-# XLA's element-wise fusion emitters instead of its newer MLIR ones
-CPU_COMPILER_OPTIONS = (("xla_cpu_use_fusion_emitters", False),)
 PSD_TOL = 1e-9  # relative: a Gram matrix with a Cholesky pivot below -PSD_TOL * trace has diverged
-
-
-def compiler_options() -> tuple:
-    """The chain programs' XLA options: :data:`CPU_COMPILER_OPTIONS` on the CPU backend unless
-    ``SGDLAB_CHAIN_XLA=default``; none on other backends."""
-    if jax.default_backend() != "cpu" or os.environ.get("SGDLAB_CHAIN_XLA", "").strip().lower() == "default":
-        return ()
-    return CPU_COMPILER_OPTIONS
 
 
 @dataclass(frozen=True)
